@@ -1,0 +1,84 @@
+"""Helpers shared by CLI subcommands: JSON output, tables, progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: one JSON document on stdout (NaN written as null)."""
+    text = json.dumps(_nan_to_none(data), indent=2, default=_default, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | None = None) -> str:
+    """A plain-text table; ``align`` is one char per column, 'l' or 'r' (numbers right by default)."""
+    rows = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    if align is None:
+        align = "l" + "r" * (len(headers) - 1)
+    def line(cells):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in rows)
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool | None = None):
+    """Wrap an iterable with a progress bar on stderr when it is a terminal (tqdm if installed)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _SimpleProgress(iterable, total, desc)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+class _SimpleProgress:
+    def __init__(self, iterable: Iterable, total: int | None, desc: str):
+        self.iterable, self.total, self.desc = iterable, total, desc
+
+    def __iter__(self):
+        for i, item in enumerate(self.iterable, 1):
+            sys.stderr.write(f"\r{self.desc} {i}/{self.total or '?'}")
+            sys.stderr.flush()
+            yield item
+        sys.stderr.write("\r" + " " * 60 + "\r")
