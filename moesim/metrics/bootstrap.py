@@ -7,6 +7,8 @@ bootstrap ``[2θ - q_hi, 2θ - q_lo]``.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from moesim.errors import ConfigError
@@ -34,7 +36,8 @@ def basic_interval(point: np.ndarray, replicates: np.ndarray, ci: float) -> tupl
     NaN replicates (e.g. a resample with no data) are ignored; all-NaN gives NaN bounds.
     """
     alpha = (1.0 - ci) / 2.0
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
         q_lo = np.nanquantile(replicates, alpha, axis=0)
         q_hi = np.nanquantile(replicates, 1.0 - alpha, axis=0)
     return 2.0 * point - q_hi, 2.0 * point - q_lo
