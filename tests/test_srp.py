@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import subprocess
 import sys
@@ -15,11 +16,13 @@ from moesim import Trace
 from moesim.errors import ConfigError
 from moesim.kernels.srp import window_count_histograms
 from moesim.metrics import bootstrap
-from moesim.metrics import srp as srp_module
 from moesim.metrics.baseline import bernoulli_srp, iid_srp
 from moesim.metrics.srp import mean_srp, srp, srp_by_expert, srp_by_layer, window_histograms
 from tests import naive
 from tests.strategies import expert_arrays, traces
+
+# The module, not the function that moesim.metrics may re-export under the same name.
+srp_module = importlib.import_module("moesim.metrics.srp")
 
 
 def _trace(tokens, num_experts, seq_ids=None):

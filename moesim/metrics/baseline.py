@@ -92,10 +92,8 @@ def bernoulli_srp(activation_rate: float, segment: int) -> SRPBaseline:
     tp = np.cumsum((f * pmf)[::-1])[::-1]
     pred = segment * np.cumsum(pmf[::-1])[::-1]
     act = segment * rate
-    denominator = pred + act
-    f1 = np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    if act == 0.0:
-        f1[:] = 0.0
+    # No activations: every F1 is 0 (alpha 0), as for a trace without activations.
+    f1 = 2.0 * tp / (pred + act) if act > 0 else np.zeros(segment + 1)
     alpha = int(np.argmax(f1))
     rho_hat = float(pred[alpha] / act) if act > 0 else 0.0
     f1.flags.writeable = False

@@ -299,7 +299,22 @@ def srp(trace: Trace, segment: int, *, level: str = "layer", layer: int | None =
 def srp_by_layer(trace: Trace, segment: int, *, layers: list[int] | None = None) -> tuple[SRPResult, ...]:
     """Layer-level SRP of every (or each listed) trace layer, from one pass over the trace.
 
-    See :func:`srp` for parameters and :func:`mean_srp` to summarise them.
+    Parameters
+    ----------
+    trace : Trace
+    segment : int
+        Segment length m >= 1.
+    layers : list of int, optional
+        Trace layer indices (default: all), in the order wanted.
+
+    Returns
+    -------
+    tuple of SRPResult
+        One per layer, each with its own threshold; :func:`mean_srp` summarises them.
+
+    Notes
+    -----
+    Same definition as :func:`srp` (Liang et al. 2025, App. C.1) at their layer level ``l*``.
     """
     trace = _check_trace(trace)
     segment = _check_segment(segment)
@@ -332,7 +347,29 @@ def mean_srp(
     num_boot: int = 1000,
     seed: int = 0,
 ) -> MeanSRP:
-    """Mean of layer-level SRPs of one trace, with a joint basic bootstrap interval when ``ci`` is set."""
+    """Mean of layer-level SRPs of one trace, with a joint bootstrap interval when ``ci`` is set.
+
+    Parameters
+    ----------
+    results : sequence of SRPResult
+        Layer-level results of one trace at one segment length (e.g. from :func:`srp_by_layer`).
+    ci : float, optional
+        Confidence level in (0, 1); None (default) skips the bootstrap.
+    num_boot : int
+        Sequence resamples.
+    seed : int
+        Resampling seed; the same resamples reweight every layer.
+
+    Returns
+    -------
+    MeanSRP
+
+    Notes
+    -----
+    The basic bootstrap of Liang et al. (2025) applied to the mean: in each resample every layer's
+    threshold is re-chosen and the mean re-taken, so the interval accounts for the correlation
+    between layers (they see the same tokens), unlike a mean of per-layer intervals.
+    """
     results = list(results)
     if not results:
         raise ConfigError("results: expected at least one SRPResult")
