@@ -80,6 +80,18 @@ def test_table_shows_levels_layers_and_ci(capsys, trace_path):
     assert f"{100 * trace_model.srp:.2f}" in out_model and "layer (mean" not in out_model
 
 
+def test_phase_selects_tokens(capsys, tmp_path):
+    experts = np.array([0, 0, 0, 0, 1, 2, 3, 1], dtype=np.int16).reshape(8, 1, 1)
+    path = tmp_path / "phases.parquet"
+    write_trace(Trace.from_arrays(experts, num_experts=4, phases=["prefill"] * 4 + ["decode"] * 4), path)
+    outputs = {}
+    for phase in ("prefill", "decode"):
+        code, out, _ = run(capsys, path, "--policies", "none", "--segments", "2", "--level", "model", "--phase", phase, "--json")
+        assert code == 0
+        outputs[phase] = json.loads(out)["srp"][0]["srp"]
+    assert outputs == {"prefill": 1.0, "decode": pytest.approx(2 / 3)}  # decode windows 12, 23, 31
+
+
 def test_output_is_deterministic(capsys, trace_path):
     args = (trace_path, "--policies", "none", "--segments", "3", "--ci", "--num-boot", "100", "--json")
     assert run(capsys, *args)[1] == run(capsys, *args)[1]
@@ -184,6 +196,8 @@ def test_plot_helper_writes_an_image_atomically(tmp_path):
         (["--seed", "-1"], "--seed"),
         (["--layers", "7"], "layer 7"),
         (["--layers", "1-"], "'1-'"),
+        (["--phase", "train"], "--phase"),
+        (["--phase", "prefill"], "no prefill tokens"),
         (["--plot", "out.txt"], "suffix"),
         (["--rho", "1,2", "--level", "model", "--rho", "0.1"], "whole number"),
     ],

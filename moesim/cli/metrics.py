@@ -21,6 +21,7 @@ import numpy as np
 
 from moesim.cli._common import format_table, print_json, progress
 from moesim.errors import ConfigError, MissingExtraError, one_line
+from moesim.trace.schema import PHASES
 
 POLICIES = ("lru", "lfu", "fifo", "belady", "sch")
 LEVELS = ("layer", "model", "both")
@@ -68,6 +69,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--num-boot", default="1000", help="bootstrap resamples (default: 1000)")
     parser.add_argument("--seed", default="0", help="bootstrap seed (default: 0)")
+    parser.add_argument(
+        "--phase", default=None, help="only tokens of this phase: prefill or decode (default: all tokens)"
+    )
     parser.add_argument("--per-layer", action="store_true", help="also print one row per layer")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--plot", metavar="OUT.png", default=None, help="draw hit rate against rho per policy")
@@ -145,6 +149,7 @@ class Options:
     num_boot: int
     seed: int
     per_layer: bool
+    phase: str | None
 
     @property
     def boot(self) -> dict[str, Any]:
@@ -183,6 +188,7 @@ def parse_options(args: argparse.Namespace) -> Options:
         num_boot=num_boot,
         seed=_integer("--seed", args.seed, 0),
         per_layer=args.per_layer,
+        phase=None if args.phase is None else _choice("--phase", args.phase, PHASES),
     )
 
 
@@ -273,7 +279,10 @@ def _selected(trace, options: Options):
             f"(model layers {list(trace.moe_layers)})"
         )
     # Model level pools exactly the selected layers.
-    return trace.select(layers=layers), layers
+    trace = trace.select(layers=layers, phase=options.phase)
+    if options.phase is not None and trace.num_tokens == 0:
+        raise ConfigError(f"--phase: the trace has no {options.phase} tokens; drop --phase or pick the other one")
+    return trace, layers
 
 
 def _hit_curves(trace, layers: list[int], options: Options) -> dict[tuple[str, str, int | None], list[Any]]:
@@ -377,7 +386,12 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(_title(trace, args.trace))
+    print(_title(trace, args.trace) + (f", {options.phase} tokens only" if options.phase else ""))
+    if options.ci is not None and trace.num_sequences < 10:
+        print(
+            f"note: {trace.num_sequences} sequence(s); intervals resample whole sequences, so with this few "
+            f"they understate the uncertainty (with 1 they have width 0)"
+        )
     if hit_rows:
         print()
         print(_hit_table(hit_rows, options, num_layers))
