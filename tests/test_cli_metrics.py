@@ -216,3 +216,16 @@ def test_missing_file_and_missing_argument(capsys, tmp_path):
         main(["metrics"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "TRACE" in err
+
+
+@needs_hit_curve
+@pytest.mark.slow
+def test_shipped_gpt_oss_trace_full_table(capsys):
+    from tests.conftest import TRACES_DIR
+
+    code, out, err = run(capsys, TRACES_DIR / "gpt-oss-20b-fingerprinting.parquet", "--level", "both", "--ci")
+    assert code == 0 and "Traceback" not in err
+    hit_table, srp_table = out.split("SRP (%)")
+    for policy in ("lru", "lfu", "fifo", "belady", "sch"):
+        assert f"layer (mean of 24)  {policy}" in hit_table and f"model               {policy}" in hit_table
+    assert srp_table.count("layer (mean of 24)") == 3 and srp_table.count("model") == 3

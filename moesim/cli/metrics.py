@@ -15,6 +15,7 @@ import importlib.util
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -365,7 +366,12 @@ def run(args: argparse.Namespace) -> int:
             ]
             for level in options.levels
         }
-        plot_hit_curves(series, args.plot, title=_title(trace, args.trace), rhos=options.rhos)
+        title = (
+            f"{trace.model or 'unknown model'} ({Path(args.trace).name})\n{trace.num_sequences} sequences, "
+            f"{trace.num_tokens} tokens, {num_layers} MoE layers, E={trace.num_experts}, k={k}; "
+            f"accounting={options.accounting}, cold fill {options.cold_fill}"
+        )
+        plot_hit_curves(series, args.plot, title=title, rhos=options.rhos)
 
     if args.json:
         print_json(

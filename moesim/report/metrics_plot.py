@@ -57,7 +57,7 @@ def plot_hit_curves(
 
     levels = [level for level, lines in series.items() if lines] or list(series)[:1]
     # Figure without pyplot: no global backend state, safe in threads and headless runs.
-    figure = Figure(figsize=(6.0 * max(len(levels), 1), 4.5), layout="constrained")
+    figure = Figure(figsize=(max(6.0 * len(levels), 7.5), 4.8), layout="constrained")
     axes = figure.subplots(1, max(len(levels), 1), squeeze=False)[0]
     for ax, level in zip(axes, levels):
         for label, rho, rate in series.get(level, []):
@@ -73,7 +73,7 @@ def plot_hit_curves(
         if series.get(level):
             ax.legend(loc="lower right", fontsize="small")
     if title:
-        figure.suptitle(title, fontsize="medium")
+        figure.suptitle(title, fontsize="small")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=120)
     return path
