@@ -1,10 +1,10 @@
 """Single-size cache simulation: hit flags of every request, and FIFO curves size by size.
 
 One cache of a given capacity is run over the stream with the shared mechanism (hit -> touch;
-miss -> evict while full -> insert) and the policies of :mod:`moesim.kernels.cache_common`. LRU and
-FIFO keep their residents in a doubly linked list (O(1) per request); LFU, Belady and SCH keep a
-min segment tree over keys (O(log K)). Under pinned accounting the current group's keys are
-"pinned": LRU/FIFO skip them when looking for a victim, the tree holds +inf for them.
+miss -> evict while full -> insert) and the policies of :mod:`moesim.kernels.cache_common`. LRU
+keeps its residents in a doubly linked list and FIFO in a ring buffer (O(1) per request); LFU,
+Belady and SCH keep a min segment tree over keys (O(log K)). Under pinned accounting the current
+group's keys are "pinned": LRU/FIFO skip them when looking for a victim, the tree holds +inf.
 
 FIFO is not a stack algorithm (Belady's anomaly), so :func:`fifo_hit_counts` simulates every size;
 sizes at or above a sequence's number of distinct keys never evict and are filled in directly.
@@ -99,9 +99,86 @@ def _work(keys, group_offsets, seq_group_offsets, num_keys, policy):
         np.zeros(num_keys, dtype=np.int64),  # window
         np.zeros(num_keys, dtype=np.int64),  # priority
         np.empty(num_keys, dtype=np.int64),  # scratch
-        np.empty(longest if policy == BELADY else 0, dtype=np.int64),  # next use
+        np.empty(longest if policy == BELADY or policy == FIFO else 0, dtype=np.int64),  # next use / first ranks
         np.zeros(max(max_group_size(group_offsets, 0, len(group_offsets) - 1), 1), dtype=np.bool_),
     )
+
+
+@njit(cache=True, nogil=True)
+def _first_ranks(keys, start, end, seen, out):
+    """``out[i]`` = number of distinct keys before request ``start + i`` if it is the first request
+    of its key in ``start:end``, else -1. Returns the number of distinct keys."""
+    for r in range(start, end):
+        seen[keys[r]] = False
+    distinct = 0
+    for r in range(start, end):
+        if seen[keys[r]]:
+            out[r - start] = -1
+        else:
+            seen[keys[r]] = True
+            out[r - start] = distinct
+            distinct += 1
+    return distinct
+
+
+@njit(cache=True, nogil=True)
+def _fifo_sequence(keys, group_offsets, g0, g1, capacity, accounting, cold_free, work, first_rank, ring, flags):
+    """FIFO on one sequence: residents in a ring buffer, oldest at ``head`` (O(1) per request).
+
+    Under pinned accounting a victim may sit behind pinned residents at the old end; those are
+    shifted up by one slot, keeping their order, so the ring stays in insertion order.
+    ``first_rank`` comes from :func:`_first_ranks`; flags are written only if ``flags`` is not
+    empty."""
+    resident, pinned, was_in = work[0], work[2], work[11]
+    write_flags = len(flags) > 0
+    a = group_offsets[g0]
+    size = 0
+    head = 0
+    hits = 0
+    for g in range(g0, g1):
+        ga = group_offsets[g]
+        gb = group_offsets[g + 1]
+        if accounting == REFERENCE:
+            for r in range(ga, gb):
+                was_in[r - ga] = resident[keys[r]]
+        elif accounting == PINNED:
+            for r in range(ga, gb):
+                pinned[keys[r]] = True
+        for r in range(ga, gb):
+            x = keys[r]
+            rank = first_rank[r - a]
+            if rank >= 0:
+                hit = cold_free and rank < capacity
+            elif accounting == REFERENCE:
+                hit = was_in[r - ga]
+            else:
+                hit = resident[x]
+            if write_flags:
+                flags[r] = 1 if hit else 0
+            hits += 1 if hit else 0
+            if resident[x]:
+                continue
+            resident[x] = True
+            if size < capacity:
+                ring[size] = x
+                size += 1
+                continue
+            j = head
+            while pinned[ring[j]]:
+                j = j + 1 if j + 1 < capacity else 0
+            resident[ring[j]] = False
+            while j != head:
+                i = j - 1 if j > 0 else capacity - 1
+                ring[j] = ring[i]
+                j = i
+            ring[head] = x
+            head = head + 1 if head + 1 < capacity else 0
+        if accounting == PINNED:
+            for r in range(ga, gb):
+                pinned[keys[r]] = False
+    for i in range(size):  # leave the cache empty for the next run
+        resident[ring[i]] = False
+    return hits
 
 
 @njit(cache=True, nogil=True)
@@ -109,9 +186,15 @@ def _simulate_sequence(
     keys, group_offsets, group_token, g0, g1, capacity, policy, accounting, cold_free, segment, work, flags
 ):
     """Run one sequence through a cache of ``capacity``; write 1/0 flags; return the hit count."""
+    if policy == FIFO:
+        first_rank = work[10]
+        _first_ranks(keys, group_offsets[g0], group_offsets[g1], work[1], first_rank)
+        return _fifo_sequence(
+            keys, group_offsets, g0, g1, capacity, accounting, cold_free, work, first_rank, work[3], flags
+        )
     resident, seen, pinned, prev, nxt, tree, count, window, pri, scratch, next_use, was_in = work
     leaves = len(tree) // 2
-    listed = policy == LRU or policy == FIFO
+    listed = policy == LRU
     a = group_offsets[g0]
     b = group_offsets[g1]
     for r in range(a, b):
@@ -177,7 +260,7 @@ def _simulate_sequence(
                 size += 1
                 if listed:
                     _push_head(prev, nxt, ends, x)
-            elif policy == LRU:
+            elif listed:
                 _unlink(prev, nxt, ends, x)
                 _push_head(prev, nxt, ends, x)
             count[x] += 1
@@ -243,30 +326,21 @@ def fifo_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capaci
     """
     num_seqs = len(seq_group_offsets) - 1
     out = np.zeros((num_seqs, max_capacity), dtype=np.int64)
-    flags = np.zeros(len(keys), dtype=np.int8)
-    group_token = np.zeros(len(group_offsets) - 1, dtype=np.int64)  # FIFO has no window
+    no_flags = np.zeros(0, dtype=np.int8)
     work = _work(keys, group_offsets, seq_group_offsets, num_keys, FIFO)
-    seen = work[1]
+    first_rank = work[10]
     for s in range(num_seqs):
         g0 = seq_group_offsets[s]
         g1 = seq_group_offsets[s + 1]
-        a = group_offsets[g0]
-        b = group_offsets[g1]
-        distinct = 0
-        for r in range(a, b):
-            seen[keys[r]] = False
-        for r in range(a, b):
-            if not seen[keys[r]]:
-                seen[keys[r]] = True
-                distinct += 1
+        distinct = _first_ranks(keys, group_offsets[g0], group_offsets[g1], work[1], first_rank)
         smallest = max_group_size(group_offsets, g0, g1) if accounting == PINNED else 1
         evicting = max(distinct, smallest, 1)  # larger caches never evict
         for c in range(1, max_capacity + 1):
             if c < smallest:
                 out[s, c - 1] = NOT_APPLICABLE
             elif c <= evicting:
-                out[s, c - 1] = _simulate_sequence(
-                    keys, group_offsets, group_token, g0, g1, c, FIFO, accounting, cold_free, 1, work, flags
+                out[s, c - 1] = _fifo_sequence(
+                    keys, group_offsets, g0, g1, c, accounting, cold_free, work, first_rank, work[3], no_flags
                 )
             else:  # nothing is ever evicted: the same hits as the last simulated size
                 out[s, c - 1] = out[s, c - 2]
