@@ -47,7 +47,7 @@ def run(capsys, *argv):
 def test_json_srp_matches_library(capsys, trace_path):
     from moesim import read_trace
 
-    code, out, err = run(capsys, trace_path, "--policies", "none", "--segments", "4,6", "--ci", "0.9",
+    code, out, err = run(capsys, trace_path, "--policies", "none", "--segments", "4,6", "--ci-level", "0.9",
                          "--num-boot", "200", "--seed", "3", "--json")
     assert code == 0 and err == ""
     data = json.loads(out)
@@ -190,7 +190,8 @@ def test_plot_helper_writes_an_image_atomically(tmp_path):
         (["--rho", "1.3"], "whole number"),
         (["--accounting", "strict"], "--accounting"),
         (["--cold-fill", "warm"], "--cold-fill"),
-        (["--ci", "95"], "ci"),
+        (["--ci", "--ci-level", "95"], "--ci-level"),
+        (["--ci", "--ci-level", "high"], "--ci-level"),
         (["--ci", "--num-boot", "1"], "--num-boot"),
         (["--num-boot", "many"], "--num-boot"),
         (["--seed", "-1"], "--seed"),

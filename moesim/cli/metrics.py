@@ -60,14 +60,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--accounting", default="reference", help="reference, request or pinned (default: reference)")
     parser.add_argument("--cold-fill", default="free", help="free or miss (default: free)")
-    parser.add_argument(
-        "--ci",
-        nargs="?",
-        const="0.95",
-        default=None,
-        metavar="LEVEL",
-        help="add bootstrap confidence intervals over sequences (default level 0.95)",
-    )
+    parser.add_argument("--ci", action="store_true", help="add bootstrap confidence intervals over sequences")
+    parser.add_argument("--ci-level", default=None, help="confidence level of the intervals; implies --ci (default: 0.95)")
     parser.add_argument("--num-boot", default="1000", help="bootstrap resamples (default: 1000)")
     parser.add_argument("--seed", default="0", help="bootstrap seed (default: 0)")
     parser.add_argument(
@@ -164,11 +158,13 @@ def parse_options(args: argparse.Namespace) -> Options:
 
     level = _choice("--level", args.level, LEVELS)
     ci = None
-    if args.ci is not None:
+    if args.ci or args.ci_level is not None:
         try:
-            ci = float(args.ci)
+            ci = float(args.ci_level or 0.95)
         except ValueError:
-            raise ConfigError(f"--ci: expected a confidence level such as 0.95, got {args.ci!r}") from None
+            ci = float("nan")
+        if not 0 < ci < 1:
+            raise ConfigError(f"--ci-level: expected a confidence level in (0, 1) such as 0.95, got {args.ci_level!r}")
     num_boot = _integer("--num-boot", args.num_boot, 2)
     if ci is not None:
         check_ci(ci, num_boot)
