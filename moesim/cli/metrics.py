@@ -382,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
                     layers=layers,
                     moe_layers=list(trace.moe_layers),
                 ),
-                settings=dict(accounting=options.accounting, cold_fill=options.cold_fill, **options.boot),
+                settings=dict(
+                    accounting=options.accounting, cold_fill=options.cold_fill, phase=options.phase, **options.boot
+                ),
                 hit_rates=hit_rows,
                 srp=srp_rows,
             )
