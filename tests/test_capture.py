@@ -100,6 +100,39 @@ ARCHS = {
     ),
     "phimoe": (dict(num_local_experts=8, num_experts_per_tok=2), [0, 1, 2], 0),
     "granitemoe": (dict(num_local_experts=8, num_experts_per_tok=2), [0, 1, 2], 0),
+    "granitemoeshared": (dict(num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=24), [0, 1, 2], 1),
+    "glm4_moe": (
+        dict(
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            n_shared_experts=1,
+            first_k_dense_replace=1,
+            n_group=2,
+            topk_group=1,
+            routed_scaling_factor=2.0,
+            head_dim=8,
+        ),
+        [1, 2],
+        1,
+    ),
+    "qwen3_next": (
+        dict(
+            num_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=24,
+            head_dim=8,
+            layer_types=["linear_attention", "full_attention", "linear_attention"],
+            linear_num_value_heads=2,
+            linear_num_key_heads=2,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            mlp_only_layers=[],
+        ),
+        [0, 1, 2],
+        1,
+    ),
 }
 PROMPTS = [[5, 17, 33, 9, 61, 20, 8], [40, 11, 90], [77, 3, 54, 23, 12]]
 
@@ -192,14 +225,14 @@ def reference_route(model_type, router, logits):
     """(experts in router ranking, gate weights) per row, from the transformers source's rules."""
     logits = logits.astype(np.float64)
     k = router.top_k
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3_next"):
         probs = softmax(logits)
         idx = top(probs, k)
         weights = take(probs, idx)
         if getattr(router, "norm_topk_prob", True):
             weights = weights / weights.sum(-1, keepdims=True)
         return idx, weights
-    if model_type in ("gpt_oss", "granitemoe"):
+    if model_type in ("gpt_oss", "granitemoe", "granitemoeshared"):
         idx = top(logits, k)
         return idx, softmax(take(logits, idx))
     if model_type == "deepseek_v2":
@@ -211,7 +244,7 @@ def reference_route(model_type, router, logits):
         masked = np.where(np.repeat(keep, probs.shape[1] // groups, axis=1), probs, 0.0)
         idx = top(masked, k)
         return idx, take(probs, idx) * router.routed_scaling_factor
-    if model_type == "deepseek_v3":
+    if model_type in ("deepseek_v3", "glm4_moe"):
         scores = 1.0 / (1.0 + np.exp(-logits))
         biased = scores + router.e_score_correction_bias.numpy().astype(np.float64)
         num, groups = len(scores), router.num_group
@@ -240,6 +273,12 @@ def reference_route(model_type, router, logits):
 
 
 # ---------------------------------------------------------------------- per-architecture capture
+def test_every_supported_architecture_is_tested():
+    from moesim.capture import supported_architectures
+
+    assert set(supported_architectures()) == set(ARCHS)
+
+
 @pytest.mark.parametrize("model_type", list(ARCHS))
 def test_capture_matches_model_routing(hf, tmp_path, model_type):
     from moesim import read_trace, write_trace
@@ -298,7 +337,7 @@ def test_capture_matches_model_routing(hf, tmp_path, model_type):
     assert read_trace(path).equals(trace)
 
 
-@pytest.mark.parametrize("model_type", ["mixtral", "deepseek_v3", "phimoe"])
+@pytest.mark.parametrize("model_type", ["mixtral", "deepseek_v3", "phimoe", "qwen3_next"])
 def test_batched_capture_attributes_rows_to_prompts(hf, model_type):
     """Left padding is never recorded and each row lands on its own prompt."""
     from moesim.capture import CaptureOptions, capture
@@ -400,7 +439,7 @@ def test_training_mode_and_unsupported_architecture_are_refused(hf):
         capture(dense, PROMPTS[:1])
     message = str(info.value)
     assert "'llama' is not supported" in message and "\n" not in message
-    for name in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "phimoe", "granitemoe"):
+    for name in ARCHS:
         assert f"({name})" in message
 
 
@@ -633,3 +672,43 @@ def test_cli_errors_are_one_line(hf, saved_model, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
     code = main(["trace", "capture", "--model", str(saved_model), "--prompts", str(prompts), "--out", str(tmp_path / "t.csv")])
     assert code == 2 and "unknown trace extension" in capsys.readouterr().err
+
+
+def interrupt(self, progress):
+    raise KeyboardInterrupt
+
+
+def test_cli_interrupted_capture_resumes(hf, saved_model, tmp_path, monkeypatch, capsys):
+    from moesim import read_trace
+    from moesim.cli import main
+    from moesim.cli.trace import capture as capture_cli
+    from moesim.trace.io import journal_dir
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the water is hot\nit was the one\na hot day\n")
+    base = ["trace", "capture", "--model", str(saved_model), "--prompts", str(prompts), "--device", "cpu"]
+    base += ["--max-new-tokens", "3", "--speculative"]
+    assert main([*base, "--out", str(tmp_path / "full.parquet")]) == 0
+
+    out = tmp_path / "t.parquet"
+    monkeypatch.setattr(capture_cli.ProgressBar, "update", interrupt)
+    assert main([*base, "--out", str(out)]) == 130  # Ctrl-C after the first prompt is durable
+    monkeypatch.undo()
+    assert journal_dir(out).is_dir() and not out.exists()
+    capsys.readouterr()
+    assert main([*base, "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*base, "--out", str(out), "--resume", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["prompts_resumed"], summary["prompts_captured"]) == (1, 2)
+    full, resumed = read_trace(tmp_path / "full.parquet"), read_trace(out)
+    assert resumed.experts.tobytes() == full.experts.tobytes()
+    assert resumed.predicted_experts.tobytes() == full.predicted_experts.tobytes()
+    assert _strip_session(resumed.metadata) == _strip_session(full.metadata)
+
+    # --overwrite discards an interrupted capture instead of refusing.
+    monkeypatch.setattr(capture_cli.ProgressBar, "update", interrupt)
+    assert main([*base, "--out", str(tmp_path / "o.parquet")]) == 130
+    monkeypatch.undo()
+    assert main([*base, "--out", str(tmp_path / "o.parquet"), "--overwrite"]) == 0
+    assert read_trace(tmp_path / "o.parquet").experts.tobytes() == full.experts.tobytes()

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ignore-eos", action="store_true", help="always decode --max-new-tokens tokens")
     parser.add_argument("--file-order", action="store_true", help="batch prompts in file order, not by length")
     parser.add_argument(
-        "--restart", action="store_true", help="discard an interrupted capture of --out instead of resuming it"
+        "--overwrite", action="store_true", help="discard an interrupted capture of --out instead of resuming it"
     )
     parser.add_argument("--log-every-s", type=float, default=30.0, help="seconds between progress lines")
     return parser.parse_args(argv)
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             device_map=device_map,
             attn_implementation=args.attn_implementation,
-            resume=not args.restart,
-            overwrite=args.restart,
+            resume=not args.overwrite,
+            overwrite=args.overwrite,
             progress=ProgressLog(args.log_every_s),
         )
     except MoesimError as exc:

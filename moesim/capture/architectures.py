@@ -147,7 +147,8 @@ def _sparsemixer(config: Any, router: Any) -> dict[str, Any]:
 
 
 def _deepseek_v3_scores(router: Any, logits: Any) -> Any:
-    # The same ops as DeepseekV3TopkRouter.forward, so the ranking is bit-identical to its choice.
+    # The same ops as DeepseekV3TopkRouter.forward (and GLM-4-MoE's copy of it), so the ranking
+    # is bit-identical to the choice.
     return logits.sigmoid() + router.e_score_correction_bias
 
 
@@ -225,6 +226,36 @@ for _spec in (
         router_classes=("GraniteMoeTopKRouter",),
         experts_classes=("GraniteMoeExperts",),
         routing=_topk_then_softmax,
+    ),
+    ArchSpec(
+        model_type="granitemoeshared",
+        label="Granite-MoE-Shared",
+        router_classes=("GraniteMoeSharedTopKRouter",),
+        experts_classes=("GraniteMoeSharedExperts",),
+        routing=_topk_then_softmax,
+        num_shared_experts=lambda config: 1 if getattr(config, "shared_intermediate_size", 0) else 0,
+        shared_expert_ffn_size=lambda config: getattr(config, "shared_intermediate_size", None),
+    ),
+    ArchSpec(
+        model_type="glm4_moe",
+        label="GLM-4-MoE",
+        router_classes=("Glm4MoeTopkRouter",),
+        experts_classes=("Glm4MoeExperts",),
+        routing=_deepseek_v3,
+        selection_score=_deepseek_v3_scores,
+        num_shared_experts=lambda config: int(getattr(config, "n_shared_experts", 0) or 0),
+        shared_expert_ffn_size=_moe_intermediate,
+        expert_ffn_size=_moe_intermediate,
+    ),
+    ArchSpec(
+        model_type="qwen3_next",
+        label="Qwen3-Next",
+        router_classes=("Qwen3NextTopKRouter",),
+        experts_classes=("Qwen3NextExperts",),
+        routing=_softmax_topk,
+        num_shared_experts=lambda config: 1 if getattr(config, "shared_expert_intermediate_size", 0) else 0,
+        shared_expert_ffn_size=lambda config: getattr(config, "shared_expert_intermediate_size", None),
+        expert_ffn_size=_moe_intermediate,
     ),
 ):
     register_architecture(_spec)

@@ -261,7 +261,7 @@ def _open_writer(job: "_Job", out: Path, resume: bool, overwrite: bool) -> tuple
     if resume and journal.exists():
         writer = TraceWriter.resume(out)
         header = _writer_metadata(writer)
-        _check_same(job, header, f"the interrupted capture in '{journal}'")
+        _check_same(job, header, f"the interrupted capture in '{journal}'", "overwrite it (--overwrite) to start over")
         job.sessions = list(header.get("capture", {}).get("sessions", [])) + job.sessions
         job.sessions[-1]["prompts_done_before"] = len(writer.completed_seq_ids)
         unknown = sorted(writer.completed_seq_ids - set(range(len(job.prompts))))
@@ -273,7 +273,7 @@ def _open_writer(job: "_Job", out: Path, resume: bool, overwrite: bool) -> tuple
             header = read_trace(out, validate=False).metadata
         except TraceError as exc:
             raise CaptureError(f"file '{out}': cannot resume: {exc}") from None
-        _check_same(job, header, f"the finished trace '{out}'")
+        _check_same(job, header, f"the finished trace '{out}'", "drop --resume to replace it")
         return None, set()
     layout = job.layout
     writer = TraceWriter(
@@ -298,7 +298,7 @@ def _writer_metadata(writer: TraceWriter) -> dict[str, Any]:
     return dict(metadata)
 
 
-def _check_same(job: "_Job", header: dict[str, Any], what: str) -> None:
+def _check_same(job: "_Job", header: dict[str, Any], what: str, instead: str) -> None:
     previous = header.get("capture", {}).get("settings")
     if header.get("source") != SOURCE or not isinstance(previous, dict):
         raise CaptureError(f"{what} was not written by moesim trace capture; write to a new file")
@@ -307,7 +307,7 @@ def _check_same(job: "_Job", header: dict[str, Any], what: str) -> None:
         if previous.get(key) != current.get(key):
             raise CaptureError(
                 f"cannot resume {what}: setting '{key}' was {previous.get(key)!r}, now {current.get(key)!r}; "
-                f"rerun with the same model, prompts and options, or drop --resume to start over"
+                f"rerun with the same model, prompts and options, or {instead}"
             )
 
 
@@ -519,9 +519,11 @@ def _generation_config(model: Any, tokenizer: Any, options: CaptureOptions) -> A
     gc = copy.deepcopy(source) if source is not None else transformers.GenerationConfig()
     gc.do_sample = False
     gc.num_beams = 1
-    gc.temperature = None
-    gc.top_p = None
-    gc.top_k = None
+    # Neutral sampling values: greedy ignores them, and unset ones would be refilled from the
+    # model's own (sampling) defaults and warned about on every batch.
+    gc.temperature = 1.0
+    gc.top_p = 1.0
+    gc.top_k = 50  # transformers' default, which it does not warn about
     gc.max_length = None
     gc.max_new_tokens = options.max_new_tokens
     gc.return_dict_in_generate = False

@@ -51,7 +51,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--sort-by-length", action="store_true", help="batch prompts of similar length together (less padding)"
     )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted capture of the same settings")
+    journal = parser.add_mutually_exclusive_group()
+    journal.add_argument("--resume", action="store_true", help="continue an interrupted capture of the same settings")
+    journal.add_argument(
+        "--overwrite", action="store_true", help="discard an interrupted capture of --out and start over"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             revision=args.revision,
             resume=args.resume,
+            overwrite=args.overwrite,
             progress=bar.update,
         )
     summary = result_summary(result)
