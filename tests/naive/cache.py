@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "cache_hit_flags",
-    "cache_hit_counts",
+    "per_size_hit_counts",
     "stack_hit_counts",
     "lru_hit_counts",
     "fifo_hit_counts",
@@ -37,12 +37,11 @@ def _priority(policy, y, r, t, state, segment):
     if policy == LFU:
         return (count[y], last[y])
     if policy == BELADY:
-        later = [j for j in range(r, len(keys)) if keys[j] == y]
         # Never requested again: farthest of all; among those the larger key goes (irrelevant to hits).
-        return (-later[0],) if later else (-(len(keys) + 1 + y),)
+        return (-keys.index(y, r),) if y in keys[r:] else (-(len(keys) + 1 + y),)
     if policy == SCH:
-        in_window = sum(1 for j in range(r, len(keys)) if keys[j] == y and tokens[j] < t + segment)
-        return (in_window, last[y])
+        window_end = next((j for j in range(r, len(keys)) if tokens[j] >= t + segment), len(keys))
+        return (keys[r:window_end].count(y), last[y])
     raise ValueError(policy)
 
 
@@ -105,38 +104,38 @@ def cache_hit_flags(keys, group_offsets, group_token, seq_group_offsets, num_key
     return out
 
 
-def cache_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, max_capacity, policy,
-                     accounting, cold_free, segment):
-    """int64[S, C]: hits per sequence for c = 1..C, -1 where not applicable."""
+def per_size_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, sizes, policy,
+                        accounting, cold_free, segment):
+    """int64[S, len(sizes)]: hits per sequence at each cache size, -1 where not applicable."""
     num_seqs = len(seq_group_offsets) - 1
-    out = np.zeros((num_seqs, max_capacity), dtype=np.int64)
-    for c in range(1, max_capacity + 1):
-        flags = cache_hit_flags(keys, group_offsets, group_token, seq_group_offsets, num_keys, c, policy,
+    out = np.zeros((num_seqs, len(sizes)), dtype=np.int64)
+    for i, c in enumerate(sizes):
+        flags = cache_hit_flags(keys, group_offsets, group_token, seq_group_offsets, num_keys, int(c), policy,
                                 accounting, cold_free, segment)
         for s, (base, seq_keys, _, _) in enumerate(
             _sequences(keys, group_offsets, group_token, seq_group_offsets)
         ):
             part = flags[base:base + len(seq_keys)]
-            out[s, c - 1] = NOT_APPLICABLE if (part == NOT_APPLICABLE).any() else int(part.sum())
+            out[s, i] = NOT_APPLICABLE if (part == NOT_APPLICABLE).any() else int(part.sum())
     return out
 
 
 def stack_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, max_capacity, policy,
                      accounting, cold_free, segment):
-    return cache_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, max_capacity,
-                            policy, accounting, cold_free, segment)
+    return per_size_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys,
+                               range(1, max_capacity + 1), policy, accounting, cold_free, segment)
 
 
 def lru_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capacity, accounting, cold_free):
     group_token = np.arange(len(group_offsets) - 1, dtype=np.int64)
-    return cache_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, max_capacity,
-                            LRU, accounting, cold_free, 1)
+    return per_size_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys,
+                               range(1, max_capacity + 1), LRU, accounting, cold_free, 1)
 
 
 def fifo_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capacity, accounting, cold_free):
     group_token = np.arange(len(group_offsets) - 1, dtype=np.int64)
-    return cache_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys, max_capacity,
-                            FIFO, accounting, cold_free, 1)
+    return per_size_hit_counts(keys, group_offsets, group_token, seq_group_offsets, num_keys,
+                               range(1, max_capacity + 1), FIFO, accounting, cold_free, 1)
 
 
 def lru_batch_reference_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capacity):
