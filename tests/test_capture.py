@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,7 +48,14 @@ ARCHS = {
         1,
     ),
     "qwen3_moe": (
-        dict(num_experts=8, num_experts_per_tok=3, moe_intermediate_size=16, mlp_only_layers=[1], head_dim=8, norm_topk_prob=True),
+        dict(
+            num_experts=8,
+            num_experts_per_tok=3,
+            moe_intermediate_size=16,
+            mlp_only_layers=[1],
+            head_dim=8,
+            norm_topk_prob=True,
+        ),
         [0, 2],
         0,
     ),
@@ -176,7 +182,9 @@ def generate_plain(hf, model, prompt, options):
 
     ids = torch.tensor([prompt])
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=_generation_config(model, None, options))
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), generation_config=_generation_config(model, None, options)
+        )
     return out[0, len(prompt) :].tolist()
 
 
@@ -303,7 +311,7 @@ def test_capture_matches_model_routing(hf, tmp_path, model_type):
     assert all(not router._forward_hooks for router in layout.routers), "capture left hooks behind"
 
     # Hooks do not change what the model generates.
-    assert [out[0, len(p) :].tolist() for out, p in zip(seen, PROMPTS)] == plain
+    assert [out[0, len(p) :].tolist() for out, p in zip(seen, PROMPTS, strict=True)] == plain
 
     # Shape, phases, positions, metadata.
     assert list(trace.moe_layers) == expected_moe_layers
@@ -311,7 +319,7 @@ def test_capture_matches_model_routing(hf, tmp_path, model_type):
     assert trace.metadata["dense_layers"] == [i for i in range(3) if i not in expected_moe_layers]
     assert trace.top_k == ARCHS[model_type][0]["num_experts_per_tok"]
     assert list(trace.sequence_ids) == [0, 1, 2]
-    for seq, prompt, tokens in zip(trace.sequences(), PROMPTS, plain):
+    for seq, prompt, tokens in zip(trace.sequences(), PROMPTS, plain, strict=True):
         decode_rows = len(tokens) - 1
         assert list(seq.phases) == [0] * len(prompt) + [1] * decode_rows
         assert list(seq.positions) == list(range(len(prompt) + decode_rows))
@@ -330,7 +338,9 @@ def test_capture_matches_model_routing(hf, tmp_path, model_type):
             assert (trace.predicted_experts[:, 0] == -1).all()
         else:
             guess_logits = reference_logits(hf, router, router_inputs.rows(layer - 1)[:rows])
-            np.testing.assert_array_equal(trace.predicted_experts[:, layer], reference_route(model_type, router, guess_logits)[0])
+            np.testing.assert_array_equal(
+                trace.predicted_experts[:, layer], reference_route(model_type, router, guess_logits)[0]
+            )
 
     # The trace validates and survives a round trip.
     path = write_trace(trace, tmp_path / "t.parquet")
@@ -381,7 +391,9 @@ def test_finished_sequence_stops_recording_while_batch_continues(hf):
     plain = [generate_plain(hf, model, prompt, options) for prompt in PROMPTS]
     # Make one prompt's second generated token the EOS, a token another prompt never emits.
     candidates = [
-        (a, b) for a in range(len(PROMPTS)) for b in range(len(PROMPTS))
+        (a, b)
+        for a in range(len(PROMPTS))
+        for b in range(len(PROMPTS))
         if a != b and plain[a][1] not in plain[a][:1] + plain[b]
     ]
     assert candidates, "no prompt pair where one stops early and the other does not; change the seed"
@@ -492,7 +504,13 @@ def test_resume_after_crash_equals_uninterrupted_run(hf, tmp_path):
     with pytest.raises(TraceError, match="interrupted write"):
         capture_to_file(model, prompts, out, options=options)
     with pytest.raises(CaptureError, match="setting 'max_new_tokens' was 3, now 4"):
-        capture_to_file(model, prompts, out, options=CaptureOptions(max_new_tokens=4, batch_size=2, logits=True, speculative=True), resume=True)
+        capture_to_file(
+            model,
+            prompts,
+            out,
+            options=CaptureOptions(max_new_tokens=4, batch_size=2, logits=True, speculative=True),
+            resume=True,
+        )
 
     done = []
     result = capture_to_file(model, prompts, out, options=options, resume=True, progress=done.append)
@@ -521,11 +539,23 @@ def test_resume_after_crash_equals_uninterrupted_run(hf, tmp_path):
         ("p.csv", "a,b\n", "unknown prompt file extension '.csv'; use .txt"),
         ("p.txt", "\n  \n", "no prompts (the file is empty or blank)"),
         ("p.jsonl", '{"prompt": "hi"}\n{"prompt": "x"\n', "line 2: invalid JSON"),
-        ("p.jsonl", '{"text": "hi"}\n', "line 1: expected exactly one of 'prompt', 'messages' or 'input_ids', found keys ['text']"),
+        (
+            "p.jsonl",
+            '{"text": "hi"}\n',
+            "line 1: expected exactly one of 'prompt', 'messages' or 'input_ids', found keys ['text']",
+        ),
         ("p.jsonl", '{"prompt": "a", "input_ids": [1]}\n', "found ['prompt', 'input_ids']"),
-        ("p.jsonl", '\n{"messages": [{"role": "user"}]}\n', "line 2: messages[0] must be an object with string 'role' and 'content'"),
-        ("p.jsonl", '{"input_ids": [1, -2]}\n', "line 1: 'input_ids' must be a non-empty list of non-negative token ids, found -2"),
-        ("p.jsonl", '[1, 2]\n', "line 1: expected a JSON object, got list"),
+        (
+            "p.jsonl",
+            '\n{"messages": [{"role": "user"}]}\n',
+            "line 2: messages[0] must be an object with string 'role' and 'content'",
+        ),
+        (
+            "p.jsonl",
+            '{"input_ids": [1, -2]}\n',
+            "line 1: 'input_ids' must be a non-empty list of non-negative token ids, found -2",
+        ),
+        ("p.jsonl", "[1, 2]\n", "line 1: expected a JSON object, got list"),
         ("p.txt", b"ok\n\xff\xfe\n", "line 2: not valid UTF-8"),
     ],
 )
@@ -577,7 +607,10 @@ def test_missing_extra_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 def test_import_moesim_does_not_import_torch():
     import subprocess
 
-    code = "import sys, moesim, moesim.capture, moesim.cli; moesim.cli.build_parser(); print(sorted(m for m in ('torch', 'transformers', 'numba') if m in sys.modules))"
+    code = (
+        "import sys, moesim, moesim.capture, moesim.cli; moesim.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'numba') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -616,9 +649,7 @@ def test_cli_capture_end_to_end(hf, saved_model, tmp_path, capsys):
     from moesim.cli import main
 
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(
-        '{"prompt": "the water is hot"}\n{"messages": [{"role": "user", "content": "is it hot"}]}\n'
-    )
+    prompts.write_text('{"prompt": "the water is hot"}\n{"messages": [{"role": "user", "content": "is it hot"}]}\n')
     out = tmp_path / "t.arrow"
     argv = ["trace", "capture", "--model", str(saved_model), "--prompts", str(prompts), "--out", str(out)]
     argv += ["--max-new-tokens", "3", "--device", "cpu", "--batch-size", "2", "--logits", "--chat-template", "--json"]
@@ -637,7 +668,9 @@ def test_cli_capture_end_to_end(hf, saved_model, tmp_path, capsys):
     model = transformers.AutoModelForCausalLM.from_pretrained(saved_model).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(saved_model)
     direct = capture(
-        model, read_prompts(prompts), tokenizer=tokenizer,
+        model,
+        read_prompts(prompts),
+        tokenizer=tokenizer,
         options=CaptureOptions(max_new_tokens=3, batch_size=2, logits=True, chat_template=True),
     )
     np.testing.assert_array_equal(direct.experts, trace.experts)
@@ -670,7 +703,9 @@ def test_cli_errors_are_one_line(hf, saved_model, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, args
         assert message in err and err.count("\n") == 1, err
-    code = main(["trace", "capture", "--model", str(saved_model), "--prompts", str(prompts), "--out", str(tmp_path / "t.csv")])
+    code = main(
+        ["trace", "capture", "--model", str(saved_model), "--prompts", str(prompts), "--out", str(tmp_path / "t.csv")]
+    )
     assert code == 2 and "unknown trace extension" in capsys.readouterr().err
 
 

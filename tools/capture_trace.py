@@ -27,7 +27,9 @@ from moesim.errors import MoesimError, one_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="Hub model id or local directory")
     parser.add_argument("--prompts", required=True, help=".txt (one per line) or .jsonl prompts")
     parser.add_argument("--out", required=True, help="output trace (.parquet, or .arrow for very large traces)")

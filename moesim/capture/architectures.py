@@ -15,7 +15,7 @@ Nothing in this module imports torch at import time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from moesim.capture import _deps
@@ -110,7 +110,9 @@ def _deepseek_v2(config: Any, router: Any) -> dict[str, Any]:
     method = getattr(router, "topk_method", "greedy")
     out = {
         "scores": "softmax over all experts' router logits",
-        "selection": "top-k of the scores" if method == "greedy" else (
+        "selection": "top-k of the scores"
+        if method == "greedy"
+        else (
             f"group-limited: experts in {router.num_group} groups, top-{router.topk_group} groups by "
             f"their best expert score, then top-k within those groups"
         ),
@@ -152,110 +154,119 @@ def _deepseek_v3_scores(router: Any, logits: Any) -> Any:
     return logits.sigmoid() + router.e_score_correction_bias
 
 
+def _n_shared(config: Any) -> int:
+    return int(getattr(config, "n_shared_experts", 0) or 0)
+
+
+def _one_shared(size_key: str) -> dict[str, Callable[[Any], Any]]:
+    """Fields for a block with one shared expert of FFN size ``config.<size_key>`` (0 = none)."""
+    return {
+        "num_shared_experts": lambda config: 1 if getattr(config, size_key, 0) else 0,
+        "shared_expert_ffn_size": lambda config: getattr(config, size_key, None),
+    }
+
+
+MIXTRAL = ArchSpec(
+    model_type="mixtral",
+    label="Mixtral",
+    router_classes=("MixtralTopKRouter",),
+    experts_classes=("MixtralExperts",),
+    routing=_softmax_topk,
+)
+QWEN2_MOE = ArchSpec(
+    model_type="qwen2_moe",
+    label="Qwen2-MoE",
+    router_classes=("Qwen2MoeTopKRouter",),
+    experts_classes=("Qwen2MoeExperts",),
+    routing=_softmax_topk,
+    expert_ffn_size=_moe_intermediate,
+    **_one_shared("shared_expert_intermediate_size"),
+)
+DEEPSEEK_V2 = ArchSpec(
+    model_type="deepseek_v2",
+    label="DeepSeek-V2",
+    router_classes=("DeepseekV2TopkRouter",),
+    experts_classes=("DeepseekV2Experts",),
+    routing=_deepseek_v2,
+    num_shared_experts=_n_shared,
+    shared_expert_ffn_size=_moe_intermediate,
+    expert_ffn_size=_moe_intermediate,
+)
+DEEPSEEK_V3 = replace(
+    DEEPSEEK_V2,
+    model_type="deepseek_v3",
+    label="DeepSeek-V3",
+    router_classes=("DeepseekV3TopkRouter",),
+    experts_classes=("DeepseekV3Experts",),
+    routing=_deepseek_v3,
+    selection_score=_deepseek_v3_scores,
+)
+GRANITE_MOE = ArchSpec(
+    model_type="granitemoe",
+    label="Granite-MoE",
+    router_classes=("GraniteMoeTopKRouter",),
+    experts_classes=("GraniteMoeExperts",),
+    routing=_topk_then_softmax,
+)
+
 for _spec in (
-    ArchSpec(
-        model_type="mixtral",
-        label="Mixtral",
-        router_classes=("MixtralTopKRouter",),
-        experts_classes=("MixtralExperts",),
-        routing=_softmax_topk,
-    ),
-    ArchSpec(
-        model_type="qwen2_moe",
-        label="Qwen2-MoE",
-        router_classes=("Qwen2MoeTopKRouter",),
-        experts_classes=("Qwen2MoeExperts",),
-        routing=_softmax_topk,
-        num_shared_experts=lambda config: 1 if getattr(config, "shared_expert_intermediate_size", 0) else 0,
-        shared_expert_ffn_size=lambda config: getattr(config, "shared_expert_intermediate_size", None),
-        expert_ffn_size=_moe_intermediate,
-    ),
-    ArchSpec(
+    MIXTRAL,
+    QWEN2_MOE,
+    replace(
+        QWEN2_MOE,
         model_type="qwen3_moe",
         label="Qwen3-MoE",
         router_classes=("Qwen3MoeTopKRouter",),
         experts_classes=("Qwen3MoeExperts",),
-        routing=_softmax_topk,
-        expert_ffn_size=_moe_intermediate,
+        num_shared_experts=_zero,
+        shared_expert_ffn_size=_none,
     ),
-    ArchSpec(
+    replace(
+        MIXTRAL,
         model_type="olmoe",
         label="OLMoE",
         router_classes=("OlmoeTopKRouter",),
         experts_classes=("OlmoeExperts",),
-        routing=_softmax_topk,
     ),
-    ArchSpec(
-        model_type="deepseek_v2",
-        label="DeepSeek-V2",
-        router_classes=("DeepseekV2TopkRouter",),
-        experts_classes=("DeepseekV2Experts",),
-        routing=_deepseek_v2,
-        num_shared_experts=lambda config: int(getattr(config, "n_shared_experts", 0) or 0),
-        shared_expert_ffn_size=_moe_intermediate,
-        expert_ffn_size=_moe_intermediate,
-    ),
-    ArchSpec(
-        model_type="deepseek_v3",
-        label="DeepSeek-V3",
-        router_classes=("DeepseekV3TopkRouter",),
-        experts_classes=("DeepseekV3Experts",),
-        routing=_deepseek_v3,
-        selection_score=_deepseek_v3_scores,
-        num_shared_experts=lambda config: int(getattr(config, "n_shared_experts", 0) or 0),
-        shared_expert_ffn_size=_moe_intermediate,
-        expert_ffn_size=_moe_intermediate,
-    ),
-    ArchSpec(
+    DEEPSEEK_V2,
+    DEEPSEEK_V3,
+    replace(
+        GRANITE_MOE,
         model_type="gpt_oss",
         label="GPT-OSS",
         router_classes=("GptOssTopKRouter",),
         experts_classes=("GptOssExperts",),
-        routing=_topk_then_softmax,
     ),
-    ArchSpec(
+    replace(
+        MIXTRAL,
         model_type="phimoe",
         label="Phi-MoE",
         router_classes=("PhimoeTopKRouter",),
         experts_classes=("PhimoeExperts",),
         routing=_sparsemixer,
     ),
-    ArchSpec(
-        model_type="granitemoe",
-        label="Granite-MoE",
-        router_classes=("GraniteMoeTopKRouter",),
-        experts_classes=("GraniteMoeExperts",),
-        routing=_topk_then_softmax,
-    ),
-    ArchSpec(
+    GRANITE_MOE,
+    replace(
+        GRANITE_MOE,
         model_type="granitemoeshared",
         label="Granite-MoE-Shared",
         router_classes=("GraniteMoeSharedTopKRouter",),
         experts_classes=("GraniteMoeSharedExperts",),
-        routing=_topk_then_softmax,
-        num_shared_experts=lambda config: 1 if getattr(config, "shared_intermediate_size", 0) else 0,
-        shared_expert_ffn_size=lambda config: getattr(config, "shared_intermediate_size", None),
+        **_one_shared("shared_intermediate_size"),
     ),
-    ArchSpec(
+    replace(
+        DEEPSEEK_V3,
         model_type="glm4_moe",
         label="GLM-4-MoE",
         router_classes=("Glm4MoeTopkRouter",),
         experts_classes=("Glm4MoeExperts",),
-        routing=_deepseek_v3,
-        selection_score=_deepseek_v3_scores,
-        num_shared_experts=lambda config: int(getattr(config, "n_shared_experts", 0) or 0),
-        shared_expert_ffn_size=_moe_intermediate,
-        expert_ffn_size=_moe_intermediate,
     ),
-    ArchSpec(
+    replace(
+        QWEN2_MOE,
         model_type="qwen3_next",
         label="Qwen3-Next",
         router_classes=("Qwen3NextTopKRouter",),
         experts_classes=("Qwen3NextExperts",),
-        routing=_softmax_topk,
-        num_shared_experts=lambda config: 1 if getattr(config, "shared_expert_intermediate_size", 0) else 0,
-        shared_expert_ffn_size=lambda config: getattr(config, "shared_expert_intermediate_size", None),
-        expert_ffn_size=_moe_intermediate,
     ),
 ):
     register_architecture(_spec)
@@ -378,7 +389,10 @@ def inspect_model(model: Any) -> MoELayout:
             f"model '{name}': no {'/'.join(spec.router_classes)} found in its {len(layers)} layers; "
             f"is it loaded with trust_remote_code (custom modules)? load it with transformers' own implementation"
         )
-    num_experts = {_router_attr(r, "num_experts", config, ("num_local_experts", "num_experts", "n_routed_experts")) for r in routers}
+    num_experts = {
+        _router_attr(r, "num_experts", config, ("num_local_experts", "num_experts", "n_routed_experts"))
+        for r in routers
+    }
     top_k = {_router_attr(r, "top_k", config, ("num_experts_per_tok",)) for r in routers}
     if len(num_experts) != 1 or len(top_k) != 1:
         raise CaptureError(
@@ -406,7 +420,8 @@ def _decoder_layers(model: Any, name: str) -> Any:
     found = [
         (path, module)
         for path, module in model.named_modules()
-        if isinstance(module, torch.nn.ModuleList) and path.rsplit(".", 1)[-1] == "layers"
+        if isinstance(module, torch.nn.ModuleList)
+        and path.rsplit(".", 1)[-1] == "layers"
         and (num_layers is None or len(module) == num_layers)
     ]
     if not found:
@@ -418,13 +433,9 @@ def _decoder_layers(model: Any, name: str) -> Any:
 
 
 def _find(layer: Any, class_names: tuple[str, ...]) -> Any:
-    matches = [
-        module for module in layer.modules() if any(cls.__name__ in class_names for cls in type(module).__mro__)
-    ]
+    matches = [module for module in layer.modules() if any(cls.__name__ in class_names for cls in type(module).__mro__)]
     if len(matches) > 1:
-        raise CaptureError(
-            f"layer has {len(matches)} {'/'.join(class_names)} modules; expected at most one per layer"
-        )
+        raise CaptureError(f"layer has {len(matches)} {'/'.join(class_names)} modules; expected at most one per layer")
     return matches[0] if matches else None
 
 

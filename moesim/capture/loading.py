@@ -68,7 +68,9 @@ def load_model(
     try:
         config = transformers.AutoConfig.from_pretrained(model_id, revision=revision)
     except (OSError, ValueError) as exc:
-        raise CaptureError(f"{where}: cannot load its config ({_first_line(exc)}); check the id/path and network access") from None
+        raise CaptureError(
+            f"{where}: cannot load its config ({_first_line(exc)}); check the id/path and network access"
+        ) from None
     check_supported(config, model_id)
     kwargs: dict[str, Any] = {"revision": revision, "dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation:
@@ -91,7 +93,11 @@ def load_model(
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_id, revision=revision)
     except (OSError, ValueError, KeyError, TypeError):
         tokenizer = None  # token-id prompts still work; text prompts report the missing tokenizer
-    provenance = {"model_id": model_id, "revision": revision, "device_map": _json_device_map(model) if device_map else None}
+    provenance = {
+        "model_id": model_id,
+        "revision": revision,
+        "device_map": _json_device_map(model) if device_map else None,
+    }
     return model, tokenizer, provenance
 
 

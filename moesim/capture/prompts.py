@@ -103,7 +103,7 @@ def read_prompts(path: str | os.PathLike) -> PromptSet:
     if suffix not in PROMPT_SUFFIXES:
         raise CaptureError(
             f"{where}: unknown prompt file extension {suffix!r}; use .txt (one prompt per line) or "
-            f".jsonl (one {{\"prompt\": ...}} or {{\"messages\": [...]}} object per line)"
+            f'.jsonl (one {{"prompt": ...}} or {{"messages": [...]}} object per line)'
         )
     try:
         raw = path.read_bytes()
@@ -131,7 +131,9 @@ def _json_prompt(where: str, line: str) -> Prompt:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise CaptureError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line") from None
+        raise CaptureError(
+            f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line"
+        ) from None
     if not isinstance(record, dict):
         raise CaptureError(f"{where}: expected a JSON object, got {type(record).__name__}")
     present = [key for key in _KINDS if key in record]
@@ -147,7 +149,7 @@ def _json_prompt(where: str, line: str) -> Prompt:
     if key == "input_ids":
         return Prompt(token_ids=_token_ids(where, value))
     if not isinstance(value, list) or not value:
-        raise CaptureError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
+        raise CaptureError(f'{where}: \'messages\' must be a non-empty list of {{"role", "content"}} objects')
     for i, message in enumerate(value):
         ok = (
             isinstance(message, dict)

@@ -79,7 +79,9 @@ class RoutingRecorder:
         if inputs is None:
             inputs = kwargs.get("inputs_embeds")
         if inputs is None or inputs.dim() < 2:
-            raise CaptureError("capture: the model was called without input_ids or inputs_embeds of shape [batch, tokens]")
+            raise CaptureError(
+                "capture: the model was called without input_ids or inputs_embeds of shape [batch, tokens]"
+            )
         self._shape = (int(inputs.shape[0]), int(inputs.shape[1]))
         num_layers = len(self.layout.routers)
         self._pending = {

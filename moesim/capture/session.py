@@ -390,7 +390,7 @@ class _Job:
         for batch in self.batches():
             if all(i in skip for i in batch):
                 continue
-            for seq_id, trace in zip(batch, self._run_batch(batch)):
+            for seq_id, trace in zip(batch, self._run_batch(batch), strict=True):
                 if seq_id not in skip:
                     yield seq_id, trace
 
@@ -402,7 +402,7 @@ class _Job:
         pad = self.generation_config.pad_token_id
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (i, n) in enumerate(zip(batch, lengths)):
+        for row, (i, n) in enumerate(zip(batch, lengths, strict=True)):
             input_ids[row, width - n :] = torch.tensor(self.token_ids[i], dtype=torch.long)
             attention_mask[row, width - n :] = 1
         device = _input_device(self.model)
@@ -417,7 +417,9 @@ class _Job:
             )
         sequences = output.sequences if hasattr(output, "sequences") else output
         new_tokens = sequences[:, width:].cpu().numpy()
-        generated = [_generated_length(row, _eos_ids(self.generation_config), self.options.ignore_eos) for row in new_tokens]
+        generated = [
+            _generated_length(row, _eos_ids(self.generation_config), self.options.ignore_eos) for row in new_tokens
+        ]
         return [
             self._sequence(recorder.records, row, seq_id, lengths[row], width, generated[row])
             for row, seq_id in enumerate(batch)
@@ -570,7 +572,9 @@ def _generated_length(new_tokens: np.ndarray, eos_ids: list[int], ignore_eos: bo
     return len(new_tokens)
 
 
-def _tokenize(prompts: PromptSet, tokenizer: Any, options: CaptureOptions, vocab_size: int | None) -> list[tuple[int, ...]]:
+def _tokenize(
+    prompts: PromptSet, tokenizer: Any, options: CaptureOptions, vocab_size: int | None
+) -> list[tuple[int, ...]]:
     ids = []
     for index, prompt in enumerate(prompts.prompts):
         where = f"{prompts.source}: prompt {index}"
@@ -578,7 +582,9 @@ def _tokenize(prompts: PromptSet, tokenizer: Any, options: CaptureOptions, vocab
             tokens = prompt.token_ids
         else:
             if tokenizer is None:
-                raise CaptureError(f"{where}: is text but no tokenizer was loaded; give the model's tokenizer or input_ids")
+                raise CaptureError(
+                    f"{where}: is text but no tokenizer was loaded; give the model's tokenizer or input_ids"
+                )
             chat = prompt.chat() if prompt.messages is not None else None
             if chat is None and options.chat_template:
                 chat = [{"role": "user", "content": prompt.text}]

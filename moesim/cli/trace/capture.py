@@ -31,7 +31,9 @@ def register(subparsers) -> None:
         help='.txt (one prompt per line) or .jsonl ({"prompt": ...}, {"messages": [...]} or {"input_ids": [...]})',
     )
     parser.add_argument("--out", required=True, type=Path, metavar="TRACE", help="output trace (.parquet or .arrow)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="tokens to generate per prompt (default 64)"
+    )
     parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: cuda if available)")
     parser.add_argument(
         "--dtype", default="auto", help="auto (the checkpoint's), bfloat16, float16 or float32 (default auto)"
