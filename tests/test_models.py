@@ -436,6 +436,43 @@ def test_random_specs_keep_the_simulator_contract(spec, context, batch):
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
+@given(spec=model_specs(), seed=st.integers(0, 2**32 - 1), num_steps=st.integers(1, 6))
+def test_step_costs_equal_the_per_call_methods_exactly(spec, seed, num_steps):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, 5, num_steps)
+    contexts = rng.integers(0, 120, tokens.sum())
+    logits = rng.integers(0, 2, num_steps) * tokens
+    fmt = str(rng.choice(list_formats()))
+    costs = spec.step_costs(tokens, contexts, logit_tokens=logits, fmt=fmt, kv_format="fp8")
+    assert costs.dense_flops.shape == costs.dense_bytes.shape == (num_steps, spec.num_moe_layers)
+    offsets = np.concatenate([[0], np.cumsum(tokens)])
+    for s in range(num_steps):
+        batch, ctx = int(tokens[s]), contexts[offsets[s]:offsets[s + 1]]
+        for j in range(spec.num_moe_layers):
+            assert costs.dense_flops[s, j] == spec.dense_layer_flops(j, batch_size=batch, context_len=ctx)
+            assert costs.dense_bytes[s, j] == spec.dense_layer_bytes(j, batch_size=batch, context_len=ctx,
+                                                                     fmt=fmt, kv_format="fp8")
+        kwargs = dict(context_len=ctx, logit_tokens=int(logits[s]))
+        assert costs.head_flops[s] == spec.head_flops(batch, **kwargs)
+        assert costs.head_bytes[s] == spec.head_bytes(batch, fmt=fmt, kv_format="fp8", **kwargs)
+
+
+def test_step_costs_head_needs_logit_tokens_and_validates_inputs():
+    spec = get_model("mixtral-8x7b")
+    costs = spec.step_costs([3, 1], [5, 6, 7, 8], logit_tokens=[0, 1])
+    assert costs.head_flops.tolist() == [0.0, 2 * 4096 * 32000]
+    assert costs.head_bytes.tolist() == [0, 32000 * 4096 * 2 + 4096 * 2]
+    assert not costs.dense_flops.flags.writeable
+    uniform = spec.step_costs([2, 2], 100)
+    assert uniform.dense_flops[0, 3] == spec.dense_layer_flops(3, batch_size=2, context_len=100)
+    with pytest.raises(ConfigError, match=r"^num_tokens: expected a 1-D array of integers >= 1"):
+        spec.step_costs([0, 1], [1])
+    with pytest.raises(ConfigError, match=r"^context_len: expected one value per token \(4\), got shape \(3,\)$"):
+        spec.step_costs([3, 1], [5, 6, 7])
+    with pytest.raises(ConfigError, match=r"^logit_tokens: expected one non-negative integer per step \(2\)"):
+        spec.step_costs([3, 1], [5, 6, 7, 8], logit_tokens=[1])
+
+
 # ------------------------------------------------------------------ import cost and CLI
 def test_import_does_not_load_numba():
     code = "import sys, moesim.models, moesim.cli.models; sys.exit('numba' in sys.modules)"

@@ -31,6 +31,9 @@ decode step for a batch is, in order::
   ``range(p + 1, p + n + 1)``).
 * Summed over ``j`` and the head, plus ``top_k * expert_flops_per_token`` per MoE layer, the FLOPs
   equal :meth:`ModelSpec.flops_per_token` for a batch of one (the tests hold them equal).
+* :meth:`ModelSpec.step_costs` computes all of the above for ``S`` steps at once (arrays
+  ``[S, num_moe_layers]`` and ``[S]``), exactly equal to the per-call methods; use it to fill a
+  whole trace's cost tables.
 
 All sizes are ints in bytes, FLOPs are floats (a multiply-add is 2 FLOPs). Units: see ``moesim.units``.
 """
@@ -51,6 +54,7 @@ from moesim.models.spec import (
     FlopsBreakdown,
     LayerSpec,
     ModelSpec,
+    StepCosts,
     moe_layer_indices,
 )
 from moesim.models.resolve import model_from_config
@@ -63,6 +67,7 @@ __all__ = [
     "FlopsBreakdown",
     "LayerSpec",
     "ModelSpec",
+    "StepCosts",
     "WeightFormat",
     "get_format",
     "get_model",

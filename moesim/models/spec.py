@@ -143,10 +143,48 @@ class _Segment:
     layers: tuple[int, ...]
     flops_per_token: float          # projections, FFNs, routers, mamba: independent of context
     weights: _Weights               # transformer-block weights (weight_format)
-    head: _Weights                  # LM head + final norm, tail only (embedding_format)
-    head_flops_per_token: float
     windows: tuple[tuple[int | None, float, int], ...]  # (window, score FLOPs/key, KV elements/key)
     state_elements: int             # mamba conv + SSM state per sequence
+
+
+@dataclass(frozen=True)
+class _CostTable:
+    """Per-segment coefficients of the step-cost formulas (segment ``num_moe_layers`` is the tail)."""
+
+    windows: tuple[int | None, ...]
+    flops_per_token: np.ndarray      # float [L+1]
+    score_per_key: np.ndarray        # float [W, L+1]
+    kv_per_key: np.ndarray           # int [W, L+1] cached elements per attended key
+    state_elements: np.ndarray       # int [L+1] Mamba state elements per sequence
+    weight_bytes: np.ndarray         # int [L+1]
+    head_weight_bytes: int
+    head_flops_per_logit: float
+    embedding_row_bytes: int
+    kv_element_bytes: int
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Non-routed costs of ``S`` steps (:meth:`ModelSpec.step_costs`); read-only arrays.
+
+    Attributes
+    ----------
+    dense_flops, dense_bytes : ``[S, num_moe_layers]`` float64 / int64
+        :meth:`ModelSpec.dense_layer_flops` / :meth:`ModelSpec.dense_layer_bytes` of every step and MoE layer.
+    head_flops, head_bytes : ``[S]`` float64 / int64
+        :meth:`ModelSpec.head_flops` / :meth:`ModelSpec.head_bytes` of every step.
+    """
+
+    dense_flops: np.ndarray
+    dense_bytes: np.ndarray
+    head_flops: np.ndarray
+    head_bytes: np.ndarray
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -756,7 +794,7 @@ class ModelSpec:
                             expected=f"a model layer index in 0..{self.num_layers - 1}")
         return self.layers[index]
 
-    def _segment_of(self, layers: Sequence[LayerSpec], tail: bool) -> _Segment:
+    def _segment_of(self, layers: Sequence[LayerSpec]) -> _Segment:
         flops = 0.0
         weights = _Weights()
         windows: dict[int | None, list[float]] = {}
@@ -774,8 +812,6 @@ class ModelSpec:
             layers=tuple(layer.index for layer in layers),
             flops_per_token=flops,
             weights=weights,
-            head=self._head if tail else _Weights(),
-            head_flops_per_token=self.lm_head_flops_per_token if tail else 0.0,
             windows=tuple((window, score, int(kv)) for window, (score, kv) in windows.items()),
             state_elements=state,
         )
@@ -783,9 +819,9 @@ class ModelSpec:
     @cached_property
     def _segments(self) -> tuple[_Segment, ...]:
         bounds = [-1, *self.moe_layers]
-        segments = [self._segment_of(self.layers[bounds[j] + 1: bounds[j + 1] + 1], tail=False)
+        segments = [self._segment_of(self.layers[bounds[j] + 1: bounds[j + 1] + 1])
                     for j in range(self.num_moe_layers)]
-        segments.append(self._segment_of(self.layers[self.moe_layers[-1] + 1:], tail=True))
+        segments.append(self._segment_of(self.layers[self.moe_layers[-1] + 1:]))  # the tail
         return tuple(segments)
 
     def segment_layers(self, moe_layer: int) -> tuple[int, ...]:
@@ -795,6 +831,33 @@ class ModelSpec:
     def _moe_index(self, moe_layer: int) -> int:
         return F.check_int("moe_layer", moe_layer, minimum=0, maximum=self.num_moe_layers - 1,
                            expected=f"a MoE-layer (trace-layer) index in 0..{self.num_moe_layers - 1}")
+
+    def _cost_table(self, fmt: str | WeightFormat | None, kv_format: str) -> _CostTable:
+        key = ("costs", _fmt_key(fmt), kv_format)
+        if key not in self._memo:
+            dense = self._fmt(fmt, self.weight_format, "weight_format")
+            emb = self._fmt(None, self.embedding_format, "embedding_format")
+            segments = self._segments
+            windows = tuple(dict.fromkeys(w for seg in segments for w, _, _ in seg.windows))
+            score = np.zeros((len(windows), len(segments)))
+            kv = np.zeros((len(windows), len(segments)), dtype=np.int64)
+            for j, seg in enumerate(segments):
+                for window, score_per_key, kv_per_key in seg.windows:
+                    score[windows.index(window), j] = score_per_key
+                    kv[windows.index(window), j] = kv_per_key
+            self._memo[key] = _CostTable(
+                windows=windows,
+                flops_per_token=np.array([seg.flops_per_token for seg in segments]),
+                score_per_key=score,
+                kv_per_key=kv,
+                state_elements=np.array([seg.state_elements for seg in segments], dtype=np.int64),
+                weight_bytes=np.array([seg.weights.nbytes(dense) for seg in segments], dtype=np.int64),
+                head_weight_bytes=self._head.nbytes(emb),
+                head_flops_per_logit=self.lm_head_flops_per_token,
+                embedding_row_bytes=emb.matrix_bytes(1, self.hidden_size),
+                kv_element_bytes=kv_bytes_per_element(kv_format),
+            )
+        return self._memo[key]
 
     def dense_layer_flops(self, moe_layer: int, *, batch_size: int = 1,
                           context_len: int | Sequence[int] | np.ndarray = 0) -> float:
@@ -813,8 +876,12 @@ class ModelSpec:
         context_len : int or sequence of int
             Keys each token attends to (its own included): one value for all tokens, or one per
             token (length ``batch_size``), e.g. ``range(p + 1, p + n + 1)`` for a prefill chunk.
+
+        See Also
+        --------
+        step_costs : the same for every MoE layer and many steps at once.
         """
-        return self._step_flops(self._moe_index(moe_layer), batch_size, context_len)
+        return self._step(self._moe_index(moe_layer), batch_size, context_len, 0, None, "bf16")[0]
 
     def dense_layer_bytes(self, moe_layer: int, *, batch_size: int = 1,
                           context_len: int | Sequence[int] | np.ndarray = 0,
@@ -826,48 +893,91 @@ class ModelSpec:
         once per token (each token its own sequence, as in decode). MoE layer 0 also reads the
         embedding row of each token.
         """
-        index = self._moe_index(moe_layer)
-        nbytes = self._step_bytes(index, batch_size, context_len, fmt, kv_format)
-        if index == 0:
-            emb = self._fmt(None, self.embedding_format, "embedding_format")
-            nbytes += emb.matrix_bytes(_check_batch(batch_size), self.hidden_size)
-        return nbytes
+        return self._step(self._moe_index(moe_layer), batch_size, context_len, 0, fmt, kv_format)[1]
 
-    def head_flops(self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0) -> float:
-        """FLOPs after the last MoE layer's experts: any trailing dense layers, final norm, LM head
-        (``batch_size`` = tokens that need logits)."""
-        return self._step_flops(self.num_moe_layers, batch_size, context_len)
+    def head_flops(self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0,
+                   logit_tokens: int | None = None) -> float:
+        """FLOPs after the last MoE layer's experts: any trailing dense layers (for ``batch_size``
+        tokens), the final norm and the LM head (for ``logit_tokens``, default ``batch_size``; a
+        prefill chunk that does not end its prompt needs none)."""
+        return self._step(self.num_moe_layers, batch_size, context_len, logit_tokens, None, "bf16")[0]
 
     def head_bytes(self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0,
-                   fmt: str | WeightFormat | None = None, kv_format: str = "bf16") -> int:
-        """Bytes read and written by the :meth:`head_flops` work (LM head in ``embedding_format``)."""
-        return self._step_bytes(self.num_moe_layers, batch_size, context_len, fmt, kv_format)
+                   logit_tokens: int | None = None, fmt: str | WeightFormat | None = None,
+                   kv_format: str = "bf16") -> int:
+        """Bytes read and written by the :meth:`head_flops` work (LM head in ``embedding_format``,
+        read only when some token needs logits)."""
+        return self._step(self.num_moe_layers, batch_size, context_len, logit_tokens, fmt, kv_format)[1]
 
-    def _step_flops(self, index: int, batch_size: int, context_len: object) -> float:
-        segment = self._segments[index]
+    def _step(self, index: int, batch_size: int, context_len: object, logit_tokens: int | None,
+              fmt: str | WeightFormat | None, kv_format: str) -> tuple[float, int]:
+        """(FLOPs, bytes) of segment ``index`` for one step; the scalar twin of :meth:`step_costs`."""
         batch = _check_batch(batch_size)
         contexts = _check_contexts(context_len, batch)
-        flops = batch * (segment.flops_per_token + segment.head_flops_per_token)
-        for window, score_per_key, _ in segment.windows:
-            flops += score_per_key * _attended_keys(contexts, batch, window)
-        return flops
+        table = self._cost_table(fmt, kv_format)
+        flops = batch * float(table.flops_per_token[index])
+        kv_elements = 0
+        for w, window in enumerate(table.windows):
+            keys = _attended_keys(contexts, batch, window)
+            flops += keys * float(table.score_per_key[w, index])
+            kv_elements += int(table.kv_per_key[w, index]) * (keys + batch)
+        kv_elements += 2 * batch * int(table.state_elements[index])
+        nbytes = int(table.weight_bytes[index]) + kv_elements * table.kv_element_bytes
+        if index == 0:
+            nbytes += batch * table.embedding_row_bytes
+        if index == self.num_moe_layers:
+            logits = batch if logit_tokens is None else F.check_int("logit_tokens", logit_tokens, minimum=0)
+            flops += logits * table.head_flops_per_logit
+            nbytes += table.head_weight_bytes if logits else 0
+        return flops, nbytes
 
-    def _step_bytes(self, index: int, batch_size: int, context_len: object,
-                    fmt: str | WeightFormat | None, kv_format: str) -> int:
-        segment = self._segments[index]
-        batch = _check_batch(batch_size)
-        contexts = _check_contexts(context_len, batch)
-        key = ("segment", index, _fmt_key(fmt))
-        if key not in self._memo:
-            dense = self._fmt(fmt, self.weight_format, "weight_format")
-            emb = self._fmt(None, self.embedding_format, "embedding_format")
-            self._memo[key] = segment.weights.nbytes(dense) + segment.head.nbytes(emb)
-        kv_elem = kv_bytes_per_element(kv_format)
-        traffic = 0
-        for window, _, kv_per_key in segment.windows:
-            traffic += kv_per_key * (_attended_keys(contexts, batch, window) + batch)
-        traffic += 2 * batch * segment.state_elements
-        return int(self._memo[key]) + traffic * kv_elem
+    def step_costs(self, num_tokens: Sequence[int] | np.ndarray, context_lens: Sequence[int] | np.ndarray, *,
+                   logit_tokens: Sequence[int] | np.ndarray | None = None, fmt: str | WeightFormat | None = None,
+                   kv_format: str = "bf16") -> StepCosts:
+        """Non-routed FLOPs and bytes of many steps at once (vectorised :meth:`dense_layer_flops`,
+        :meth:`dense_layer_bytes`, :meth:`head_flops` and :meth:`head_bytes`; equal to them exactly).
+
+        Parameters
+        ----------
+        num_tokens : int array ``[S]``
+            Tokens processed in each step (>= 1).
+        context_lens : int array ``[sum(num_tokens)]``
+            Keys each token attends to (its own included), step after step.
+        logit_tokens : int array ``[S]``, optional
+            Tokens per step that need logits (default ``num_tokens``).
+        fmt, kv_format : str
+            Weight format of the non-expert matrices (default ``weight_format``) and KV-cache format.
+        """
+        batch = np.asarray(num_tokens)
+        if batch.ndim != 1 or not np.issubdtype(batch.dtype, np.integer) or (batch.size and batch.min() < 1):
+            F.fail("num_tokens", f"expected a 1-D array of integers >= 1 (tokens per step), got {batch.dtype} "
+                                 f"array of shape {batch.shape}")
+        batch = batch.astype(np.int64)
+        contexts = _check_contexts(context_lens, int(batch.sum()))
+        if isinstance(contexts, int):  # a scalar for every token of every step
+            contexts = np.full(int(batch.sum()), contexts, dtype=np.int64)
+        logits = batch if logit_tokens is None else np.asarray(logit_tokens)
+        if logits.shape != batch.shape or not np.issubdtype(logits.dtype, np.integer) or (
+                logits.size and logits.min() < 0):
+            F.fail("logit_tokens", f"expected one non-negative integer per step ({len(batch)}), got "
+                                   f"{logits.dtype} array of shape {logits.shape}")
+        table = self._cost_table(fmt, kv_format)
+        starts = np.concatenate([[0], np.cumsum(batch)[:-1]]).astype(np.int64)
+        num_steps, num_segments = len(batch), self.num_moe_layers + 1
+        flops = batch[:, None] * table.flops_per_token[None, :]
+        kv_elements = np.zeros((num_steps, num_segments), dtype=np.int64)
+        for w, window in enumerate(table.windows):
+            capped = contexts if window is None else np.minimum(contexts, window)
+            keys = np.add.reduceat(capped, starts) if num_steps else np.zeros(0, dtype=np.int64)
+            flops = flops + keys[:, None] * table.score_per_key[w][None, :]
+            kv_elements += table.kv_per_key[w][None, :] * (keys + batch)[:, None]
+        kv_elements += 2 * batch[:, None] * table.state_elements[None, :]
+        nbytes = table.weight_bytes[None, :] + kv_elements * table.kv_element_bytes
+        nbytes[:, 0] += batch * table.embedding_row_bytes
+        flops[:, -1] += logits * table.head_flops_per_logit
+        nbytes[:, -1] += np.where(logits > 0, table.head_weight_bytes, 0)
+        return StepCosts(dense_flops=_readonly(flops[:, :-1]), dense_bytes=_readonly(nbytes[:, :-1]),
+                         head_flops=_readonly(flops[:, -1]), head_bytes=_readonly(nbytes[:, -1]))
 
     # ------------------------------------------------------------------ display
     def summary(self) -> dict[str, Any]:
