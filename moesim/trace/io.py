@@ -204,7 +204,7 @@ def _column_numpy(where: str, table: pa.Table, name: str, header: dict[str, Any]
             f"write traces with moesim.write_trace or `moesim trace convert`"
         )
     width = column_type.value_type.list_size
-    array = column.chunk(0) if column.num_chunks == 1 else pa.concat_arrays(column.chunks)
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     values = array.flatten().flatten()
     if array.null_count or array.flatten().null_count or values.null_count:
         raise TraceError(f"{where}: column '{name}' has nulls; use -1 for empty expert slots")
