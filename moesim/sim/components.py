@@ -90,10 +90,16 @@ class Link:
         self.channels = int(channels)
         self.chunk_bytes = int(chunk_bytes) if chunk_bytes else None
         self.slots = simpy.PriorityResource(env, capacity=self.channels)
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # time with at least one transfer in progress
         self.bytes_moved = 0
+        self._active = 0
+        self._busy_since = 0.0
         self._order = itertools.count()
         self._sharing = _BandwidthShare(env, self.bandwidth_bps) if self.channels > 1 else None
+
+    def busy_time_s(self) -> float:
+        """Busy time so far, counting a transfer still in progress up to now."""
+        return self.busy_s + (self.env.now - self._busy_since if self._active else 0.0)
 
     def duration_s(self, num_bytes: int) -> float:
         """Time one transfer of ``num_bytes`` takes on an idle link (all chunks)."""
@@ -136,14 +142,18 @@ class Link:
             else:
                 yield request
             transfer.started = True
-            start = self.env.now
+            if self._active == 0:
+                self._busy_since = self.env.now
+            self._active += 1
             if self._sharing is None:
                 yield self.env.timeout(self.latency_s + size / self.bandwidth_bps)
             else:
                 if self.latency_s > 0:
                     yield self.env.timeout(self.latency_s)
                 yield from self._sharing.serve(size)
-            self.busy_s += self.env.now - start
+            self._active -= 1
+            if self._active == 0:
+                self.busy_s += self.env.now - self._busy_since
             self.bytes_moved += size
             self.slots.release(request)
             remaining -= size

@@ -88,16 +88,16 @@ class DesEngine:
 
     # ------------------------------------------------------------------ run
     def run(self) -> Result:
-        self.env.process(self.serve())
-        self.env.run()
+        # Stop when the last step ends: prefetches still in flight then are wasted work, not time.
+        self.env.run(until=self.env.process(self.serve()))
         inputs = self.inputs
         totals = Totals(
             total_time_s=float(self.env.now),
             gpu_busy_s=self.gpu.busy_s,
             cpu_busy_s=self.cpu.busy_s,
-            h2d_busy_s=self.h2d.busy_s,
-            d2h_busy_s=self.d2h.busy_s if self.d2h is not self.h2d else 0.0,
-            ssd_busy_s=self.ssd.busy_s if self.ssd is not None else 0.0,
+            h2d_busy_s=self.h2d.busy_time_s(),
+            d2h_busy_s=self.d2h.busy_time_s() if self.d2h is not self.h2d else 0.0,
+            ssd_busy_s=self.ssd.busy_time_s() if self.ssd is not None else 0.0,
             prefetched_never_used=len(self.prefetched_unused),
             demand_fetches=self.demand_fetches,
             demand_fetch_wait_s=self.demand_fetch_wait_s,
