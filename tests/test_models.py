@@ -28,7 +28,16 @@ from moesim.models import (
     register_model,
 )
 
-MIXTRAL = dict(hidden=4096, ffn=14336, layers=32, experts=8, vocab=32000, heads=32, kv_heads=8, head_dim=128)
+MIXTRAL = {
+    "hidden": 4096,
+    "ffn": 14336,
+    "layers": 32,
+    "experts": 8,
+    "vocab": 32000,
+    "heads": 32,
+    "kv_heads": 8,
+    "head_dim": 128,
+}
 
 
 # ------------------------------------------------------------------ parameters against published counts
@@ -63,18 +72,18 @@ def test_total_params_within_one_percent_of_published(name):
 # published figure's last digit, whichever is wider (Qwen3-30B-A3B: 3.353B quoted as "3.3B";
 # DeepSeek-V3: 36.63B without the embedding quoted as "37B").
 PUBLISHED_ACTIVE = {
-    "mixtral-8x7b": ("12.9", True),      # Mistral AI, "Mixtral of experts"
-    "mixtral-8x22b": ("39", True),       # Mistral AI, Mixtral 8x22B announcement
-    "qwen3-30b-a3b": ("3.3", True),      # Qwen3 model card
-    "qwen3-235b-a22b": ("22", True),     # Qwen3 model card (configs directory)
+    "mixtral-8x7b": ("12.9", True),  # Mistral AI, "Mixtral of experts"
+    "mixtral-8x22b": ("39", True),  # Mistral AI, Mixtral 8x22B announcement
+    "qwen3-30b-a3b": ("3.3", True),  # Qwen3 model card
+    "qwen3-235b-a22b": ("22", True),  # Qwen3 model card (configs directory)
     "qwen1.5-moe-a2.7b": ("2.7", True),  # model card
-    "olmoe-1b-7b": ("1.3", True),        # OLMoE paper
-    "phi-3.5-moe": ("6.6", True),        # model card
-    "jamba-mini-1.6": ("12", True),      # AI21 model card
-    "deepseek-v3": ("37", False),        # DeepSeek-V3 report (configs directory)
+    "olmoe-1b-7b": ("1.3", True),  # OLMoE paper
+    "phi-3.5-moe": ("6.6", True),  # model card
+    "jamba-mini-1.6": ("12", True),  # AI21 model card
+    "deepseek-v3": ("37", False),  # DeepSeek-V3 report (configs directory)
     "deepseek-v2-lite": ("2.4", False),  # DeepSeek-V2 report, appendix B
-    "gpt-oss-20b": ("3.6", False),       # OpenAI model card (configs directory)
-    "gpt-oss-120b": ("5.1", False),      # OpenAI model card (configs directory)
+    "gpt-oss-20b": ("3.6", False),  # OpenAI model card (configs directory)
+    "gpt-oss-120b": ("5.1", False),  # OpenAI model card (configs directory)
 }
 
 
@@ -105,12 +114,12 @@ def test_mixtral_expert_bytes_per_format_by_hand():
     rows = 2 * f + h  # gate and up have f output rows, down has h
     assert spec.expert_bytes("bf16") == n * 2 == 3 * 4096 * 14336 * 2
     assert spec.expert_bytes("fp32") == n * 4
-    assert spec.expert_bytes("fp8") == n + rows * 4          # fp32 scale per output channel
+    assert spec.expert_bytes("fp8") == n + rows * 4  # fp32 scale per output channel
     assert spec.expert_bytes("int8") == n + rows * 4
-    groups_128 = 2 * f * (h // 128) + h * (f // 128)         # groups run along the inputs
-    assert spec.expert_bytes("int4") == n // 2 + groups_128 * 4      # fp16 scale + fp16 zero
+    groups_128 = 2 * f * (h // 128) + h * (f // 128)  # groups run along the inputs
+    assert spec.expert_bytes("int4") == n // 2 + groups_128 * 4  # fp16 scale + fp16 zero
     assert spec.expert_bytes("int4-awq") == n // 2 + groups_128 * 20 // 8
-    assert spec.expert_bytes("mxfp4") == n // 2 + n // 32            # one E8M0 byte per 32
+    assert spec.expert_bytes("mxfp4") == n // 2 + n // 32  # one E8M0 byte per 32
     assert spec.expert_bytes("nf4") == n // 2 + (n // 64) * 4
     tiles = 2 * (f // 128) * (h // 128) + (h // 128) * (f // 128)
     assert spec.expert_bytes("fp8-block") == n + tiles * 4
@@ -130,15 +139,25 @@ def test_gpt_oss_expert_defaults_to_mxfp4_with_bf16_biases():
     assert spec.default_expert_format == "mxfp4" and spec.weight_format == "bf16"
     h = 2880
     per_matrix = h * h // 2 + h * (h // 32)  # 4-bit values + one scale byte per 32 inputs
-    biases = (2 * h + h) * 2                  # gate/up and down biases stay bf16
+    biases = (2 * h + h) * 2  # gate/up and down biases stay bf16
     assert spec.expert_bytes() == 3 * per_matrix + biases
     assert spec.expert_bytes("bf16") == 2 * spec.expert_params
 
 
 def test_format_bits_per_param():
-    expected = {"fp32": 32, "bf16": 16, "fp16": 16, "mxfp4": 4.25, "int4": 4.25, "int4-awq": 4.15625,
-                "nf4": 4.5, "hqq-2bit": 2 + 16 / 16 + 32 / (16 * 128), "hqq-3bit": 3.2 + 16 / 64 + 32 / (64 * 128),
-                "hqq-4bit": 4 + 16 / 64 + 32 / (64 * 256), "fp8-block": 8 + 32 / 128**2}
+    expected = {
+        "fp32": 32,
+        "bf16": 16,
+        "fp16": 16,
+        "mxfp4": 4.25,
+        "int4": 4.25,
+        "int4-awq": 4.15625,
+        "nf4": 4.5,
+        "hqq-2bit": 2 + 16 / 16 + 32 / (16 * 128),
+        "hqq-3bit": 3.2 + 16 / 64 + 32 / (64 * 128),
+        "hqq-4bit": 4 + 16 / 64 + 32 / (64 * 256),
+        "fp8-block": 8 + 32 / 128**2,
+    }
     for name, bits in expected.items():
         assert get_format(name).bits_per_param() == pytest.approx(bits, rel=1e-12), name
     assert get_format("fp8").bits_per_param(4096) == 8 + 32 / 4096
@@ -234,7 +253,8 @@ def test_every_preset_is_consistent(name):
     assert spec.with_overrides() == spec
     counts = spec.param_counts
     assert counts.total == spec.total_params and counts.routed_experts == (
-        spec.num_moe_layers * spec.num_experts * spec.expert_params)
+        spec.num_moe_layers * spec.num_experts * spec.expert_params
+    )
     assert 0 < spec.active_params_without_embedding <= spec.active_params < spec.total_params
     assert spec.expert_bytes("bf16") == 2 * spec.expert_params
     # the per-MoE-layer segments cover every model layer exactly once
@@ -299,27 +319,27 @@ def test_step_argument_errors_name_the_argument():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (dict(top_k=0), "model.top_k: expected 1..num_experts (64), got 0"),
-        (dict(top_k=65), "model.top_k: expected 1..num_experts (64), got 65"),
-        (dict(num_experts=0), "model.num_experts: expected an integer >= 1, got 0"),
-        (dict(moe_layers=[3, 3]), "model.moe_layers: expected strictly increasing layer indices, got 3 then 3"),
-        (dict(moe_layers=[0, 16]), "model.moe_layers: layer 16 at position 1 is >= num_layers (16); indices run 0..15"),
-        (dict(moe_layers=[]), "model.moe_layers: expected at least one layer index in 0..15, got an empty list"),
-        (dict(moe_layers=list(range(1, 16))), "model.dense_ffn_size: layers 0 are not in moe_layers"),
-        (dict(weight_format="int3"), "model.weight_format: unknown weight format 'int3'; use one of fp32, bf16"),
-        (dict(expert_format="fp9"), "model.expert_format: unknown weight format 'fp9'"),
-        (dict(num_kv_heads=5), "model.num_kv_heads: expected a divisor of num_heads (16), got 5"),
-        (dict(kv_lora_rank=512), "model.qk_nope_head_dim: multi-head latent attention needs all of"),
-        (dict(q_lora_rank=64), "model.q_lora_rank: only used with multi-head latent attention"),
-        (dict(sliding_layers=[1]), "model.sliding_window: expected a window length >= 1"),
-        (dict(router_num_groups=3), "model.router_num_groups: expected a divisor of num_experts (64), got 3"),
-        (dict(router_num_groups=64), "model.top_k: expected <= router_topk_groups x experts per group (1), got 8"),
-        (dict(num_layers="16"), "model.num_layers: expected an integer, got '16'"),
-        (dict(gated_ffn=1), "model.gated_ffn: expected true or false, got 1"),
-        (dict(norm="batchnorm"), "model.norm: expected one of rmsnorm, layernorm, got 'batchnorm'"),
-        (dict(num_shared_experts=2), "model.shared_expert_ffn_size: expected >= 1 with num_shared_experts = 2, got 0"),
-        (dict(mamba_layers=[1]), "model.mamba_d_state: expected >= 1 because mamba_layers is set, got 0"),
-        (dict(tpo_k=2), "model.tpo_k: unknown field"),
+        ({"top_k": 0}, "model.top_k: expected 1..num_experts (64), got 0"),
+        ({"top_k": 65}, "model.top_k: expected 1..num_experts (64), got 65"),
+        ({"num_experts": 0}, "model.num_experts: expected an integer >= 1, got 0"),
+        ({"moe_layers": [3, 3]}, "model.moe_layers: expected strictly increasing layer indices, got 3 then 3"),
+        ({"moe_layers": [0, 16]}, "model.moe_layers: layer 16 at position 1 is >= num_layers (16); indices run 0..15"),
+        ({"moe_layers": []}, "model.moe_layers: expected at least one layer index in 0..15, got an empty list"),
+        ({"moe_layers": list(range(1, 16))}, "model.dense_ffn_size: layers 0 are not in moe_layers"),
+        ({"weight_format": "int3"}, "model.weight_format: unknown weight format 'int3'; use one of fp32, bf16"),
+        ({"expert_format": "fp9"}, "model.expert_format: unknown weight format 'fp9'"),
+        ({"num_kv_heads": 5}, "model.num_kv_heads: expected a divisor of num_heads (16), got 5"),
+        ({"kv_lora_rank": 512}, "model.qk_nope_head_dim: multi-head latent attention needs all of"),
+        ({"q_lora_rank": 64}, "model.q_lora_rank: only used with multi-head latent attention"),
+        ({"sliding_layers": [1]}, "model.sliding_window: expected a window length >= 1"),
+        ({"router_num_groups": 3}, "model.router_num_groups: expected a divisor of num_experts (64), got 3"),
+        ({"router_num_groups": 64}, "model.top_k: expected <= router_topk_groups x experts per group (1), got 8"),
+        ({"num_layers": "16"}, "model.num_layers: expected an integer, got '16'"),
+        ({"gated_ffn": 1}, "model.gated_ffn: expected true or false, got 1"),
+        ({"norm": "batchnorm"}, "model.norm: expected one of rmsnorm, layernorm, got 'batchnorm'"),
+        ({"num_shared_experts": 2}, "model.shared_expert_ffn_size: expected >= 1 with num_shared_experts = 2, got 0"),
+        ({"mamba_layers": [1]}, "model.mamba_d_state: expected >= 1 because mamba_layers is set, got 0"),
+        ({"tpo_k": 2}, "model.tpo_k: unknown field"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_field(overrides, message):
@@ -343,8 +363,11 @@ def test_construction_paths_all_validate():
 
 
 def test_unknown_names_fail_listing_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"^model: unknown model preset 'mixtrall'; use one of mixtral-8x7b, "
-                                          r".*did you mean 'mixtral-8x7b'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model: unknown model preset 'mixtrall'; use one of mixtral-8x7b, "
+        r".*did you mean 'mixtral-8x7b'",
+    ):
         get_model("mixtrall")
     with pytest.raises(ConfigError, match=r"^weight_format: unknown weight format 'int3'; use one of .*hqq-2bit"):
         get_format("int3")
@@ -401,22 +424,36 @@ def model_specs(draw):
     num_experts = draw(st.integers(1, 16))
     heads = draw(st.sampled_from([1, 2, 4, 8]))
     kind = draw(st.sampled_from(["gqa", "mla", "mamba"]))
-    fields = dict(
-        name="random", num_layers=num_layers, hidden_size=64 * draw(st.integers(1, 4)),
-        vocab_size=draw(st.integers(1, 500)),
-        moe_layers=tuple(moe), num_experts=num_experts, top_k=draw(st.integers(1, num_experts)),
-        expert_ffn_size=draw(st.integers(1, 300)), num_shared_experts=draw(st.integers(0, 2)),
-        shared_expert_ffn_size=draw(st.integers(1, 100)), dense_ffn_size=draw(st.integers(1, 300)),
-        gated_ffn=draw(st.booleans()), expert_bias=draw(st.booleans()), num_heads=heads,
-        num_kv_heads=draw(st.sampled_from([h for h in (1, 2, 4, 8) if heads % h == 0])),
-        head_dim=draw(st.integers(1, 64)), tie_word_embeddings=draw(st.booleans()),
-        norm=draw(st.sampled_from(["rmsnorm", "layernorm"])),
-        weight_format=draw(st.sampled_from(list_formats())), expert_format=draw(st.sampled_from(list_formats())),
-    )
+    fields = {
+        "name": "random",
+        "num_layers": num_layers,
+        "hidden_size": 64 * draw(st.integers(1, 4)),
+        "vocab_size": draw(st.integers(1, 500)),
+        "moe_layers": tuple(moe),
+        "num_experts": num_experts,
+        "top_k": draw(st.integers(1, num_experts)),
+        "expert_ffn_size": draw(st.integers(1, 300)),
+        "num_shared_experts": draw(st.integers(0, 2)),
+        "shared_expert_ffn_size": draw(st.integers(1, 100)),
+        "dense_ffn_size": draw(st.integers(1, 300)),
+        "gated_ffn": draw(st.booleans()),
+        "expert_bias": draw(st.booleans()),
+        "num_heads": heads,
+        "num_kv_heads": draw(st.sampled_from([h for h in (1, 2, 4, 8) if heads % h == 0])),
+        "head_dim": draw(st.integers(1, 64)),
+        "tie_word_embeddings": draw(st.booleans()),
+        "norm": draw(st.sampled_from(["rmsnorm", "layernorm"])),
+        "weight_format": draw(st.sampled_from(list_formats())),
+        "expert_format": draw(st.sampled_from(list_formats())),
+    }
     if kind == "mla":
-        fields.update(kv_lora_rank=draw(st.integers(1, 64)), qk_nope_head_dim=draw(st.integers(1, 32)),
-                      qk_rope_head_dim=draw(st.integers(1, 16)), v_head_dim=draw(st.integers(1, 32)),
-                      q_lora_rank=draw(st.none() | st.integers(1, 64)))
+        fields.update(
+            kv_lora_rank=draw(st.integers(1, 64)),
+            qk_nope_head_dim=draw(st.integers(1, 32)),
+            qk_rope_head_dim=draw(st.integers(1, 16)),
+            v_head_dim=draw(st.integers(1, 32)),
+            q_lora_rank=draw(st.none() | st.integers(1, 64)),
+        )
     if kind == "mamba" and num_layers > 1:
         fields.update(mamba_layers=(0,), mamba_d_state=4, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=8)
     elif draw(st.booleans()):
@@ -447,12 +484,13 @@ def test_step_costs_equal_the_per_call_methods_exactly(spec, seed, num_steps):
     assert costs.dense_flops.shape == costs.dense_bytes.shape == (num_steps, spec.num_moe_layers)
     offsets = np.concatenate([[0], np.cumsum(tokens)])
     for s in range(num_steps):
-        batch, ctx = int(tokens[s]), contexts[offsets[s]:offsets[s + 1]]
+        batch, ctx = int(tokens[s]), contexts[offsets[s] : offsets[s + 1]]
         for j in range(spec.num_moe_layers):
             assert costs.dense_flops[s, j] == spec.dense_layer_flops(j, batch_size=batch, context_len=ctx)
-            assert costs.dense_bytes[s, j] == spec.dense_layer_bytes(j, batch_size=batch, context_len=ctx,
-                                                                     fmt=fmt, kv_format="fp8")
-        kwargs = dict(context_len=ctx, logit_tokens=int(logits[s]))
+            assert costs.dense_bytes[s, j] == spec.dense_layer_bytes(
+                j, batch_size=batch, context_len=ctx, fmt=fmt, kv_format="fp8"
+            )
+        kwargs = {"context_len": ctx, "logit_tokens": int(logits[s])}
         assert costs.head_flops[s] == spec.head_flops(batch, **kwargs)
         assert costs.head_bytes[s] == spec.head_bytes(batch, fmt=fmt, kv_format="fp8", **kwargs)
 
@@ -476,7 +514,7 @@ def test_step_costs_head_needs_logit_tokens_and_validates_inputs():
 # ------------------------------------------------------------------ import cost and CLI
 def test_import_does_not_load_numba():
     code = "import sys, moesim.models, moesim.cli.models; sys.exit('numba' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_cli_lists_presets(capsys):

@@ -23,8 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="a preset name, e.g. rtx4090-pcie4")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--model", metavar="MODEL", help="with NAME: expert transfer times and HBM fit for this model")
-    parser.add_argument("--format", dest="fmt", metavar="FMT",
-                        help="with --model: expert weight format (default: the model's)")
+    parser.add_argument(
+        "--format", dest="fmt", metavar="FMT", help="with --model: expert weight format (default: the model's)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -34,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.name is None:
         if args.model or args.fmt:
-            raise ConfigError("--model/--format: give a hardware NAME too, "
-                              "e.g. moesim hardware rtx4090-pcie4 --model mixtral-8x7b")
+            raise ConfigError(
+                "--model/--format: give a hardware NAME too, e.g. moesim hardware rtx4090-pcie4 --model mixtral-8x7b"
+            )
         specs = [get_hardware(name) for name in list_hardware()]
         if args.json:
             print_json([summary(spec) for spec in specs])
@@ -90,13 +92,34 @@ def preset_table(specs) -> str:
     rows = []
     for spec in specs:
         s = summary(spec)
-        rows.append([
-            s["name"], s["gpu"], format_bytes(s["hbm_bytes"]), format_rate(s["hbm_bps"]), _tflops(s["bf16_flops"]),
-            _tflops(s["fp8_flops"]), s["h2d"], format_rate(s["h2d_effective_bps"]), format_bytes(s["dram_bytes"]),
-            format_rate(s["dram_bps"]), "-" if s["ssd_read_bps"] is None else format_rate(s["ssd_read_bps"]),
-        ])
-    headers = ["hardware", "gpu", "HBM", "HBM bw", "bf16 TF", "fp8 TF", "host->gpu", "achieved", "DRAM",
-               "DRAM bw", "SSD read"]
+        rows.append(
+            [
+                s["name"],
+                s["gpu"],
+                format_bytes(s["hbm_bytes"]),
+                format_rate(s["hbm_bps"]),
+                _tflops(s["bf16_flops"]),
+                _tflops(s["fp8_flops"]),
+                s["h2d"],
+                format_rate(s["h2d_effective_bps"]),
+                format_bytes(s["dram_bytes"]),
+                format_rate(s["dram_bps"]),
+                "-" if s["ssd_read_bps"] is None else format_rate(s["ssd_read_bps"]),
+            ]
+        )
+    headers = [
+        "hardware",
+        "gpu",
+        "HBM",
+        "HBM bw",
+        "bf16 TF",
+        "fp8 TF",
+        "host->gpu",
+        "achieved",
+        "DRAM",
+        "DRAM bw",
+        "SSD read",
+    ]
     return format_table(headers, rows, align="llrrrrlrrrr")
 
 
@@ -105,8 +128,9 @@ def derived(spec) -> dict[str, Any]:
         "h2d_effective_bps": spec.h2d.effective_bps,
         "d2h_effective_bps": spec.d2h.effective_bps,
         "ssd_read_bps": spec.ssd_read_bps,
-        "gpu_compute_dtypes": {dtype: spec.gpu.compute_dtype(dtype)
-                               for dtype in ("bf16", "fp8", "int8", "fp4", "int4")},
+        "gpu_compute_dtypes": {
+            dtype: spec.gpu.compute_dtype(dtype) for dtype in ("bf16", "fp8", "int8", "fp4", "int4")
+        },
     }
 
 
@@ -140,16 +164,23 @@ def render_sheet(spec, data: dict[str, Any]) -> str:
     gpu, cpu = spec.gpu, spec.cpu
     lines = [f"{spec.name}", f"  notes    {spec.notes or '-'}", f"  sources  {spec.sources or '-'}", ""]
     lines += [
-        f"GPU  {gpu.name}: {format_bytes(gpu.hbm_bytes)} at {format_rate(gpu.hbm_bps)}, "
-        f"kernel launch {format_duration(gpu.launch_s)}",
+        (
+            f"GPU  {gpu.name}: {format_bytes(gpu.hbm_bytes)} at {format_rate(gpu.hbm_bps)}, "
+            f"kernel launch {format_duration(gpu.launch_s)}"
+        ),
         f"     source: {gpu.source or '-'}" + (f"; {gpu.notes}" if gpu.notes else ""),
     ]
     dtypes = data["derived"]["gpu_compute_dtypes"]
-    lines.append(format_table(
-        ["dtype", "dense TFLOP/s", "runs as"],
-        [[dtype, _tflops(gpu.flops_for(dtype)), dtypes.get(dtype, dtype)] for dtype in
-         dict.fromkeys([*gpu.flops_by_dtype, "bf16", "fp8", "int8", "fp4", "int4"])],
-        align="lrl"))
+    lines.append(
+        format_table(
+            ["dtype", "dense TFLOP/s", "runs as"],
+            [
+                [dtype, _tflops(gpu.flops_for(dtype)), dtypes.get(dtype, dtype)]
+                for dtype in dict.fromkeys([*gpu.flops_by_dtype, "bf16", "fp8", "int8", "fp4", "int4"])
+            ],
+            align="lrl",
+        )
+    )
     lines += [
         "",
         f"CPU  {cpu.name}: {cpu.num_cores} cores, {format_bytes(cpu.dram_bytes)} DRAM at {format_rate(cpu.dram_bps)}, "
@@ -158,34 +189,63 @@ def render_sheet(spec, data: dict[str, Any]) -> str:
         "",
         "links",
     ]
-    links = [("host->gpu", spec.h2d), ("gpu->host", spec.d2h), ("ssd->host", spec.ssd_link),
-             ("ssd->gpu", spec.ssd_gpu_link)]
-    lines.append(format_table(
-        ["path", "link", "theoretical", "efficiency", "achieved", "latency", "channels", "duplex"],
-        [[path, link.name, format_rate(link.bandwidth_bps), f"{link.efficiency:.2f}", format_rate(link.effective_bps),
-          format_duration(link.latency_s), link.channels, "yes" if link.duplex else "no"]
-         for path, link in links if link is not None],
-        align="llrrrrrl"))
+    links = [
+        ("host->gpu", spec.h2d),
+        ("gpu->host", spec.d2h),
+        ("ssd->host", spec.ssd_link),
+        ("ssd->gpu", spec.ssd_gpu_link),
+    ]
+    lines.append(
+        format_table(
+            ["path", "link", "theoretical", "efficiency", "achieved", "latency", "channels", "duplex"],
+            [
+                [
+                    path,
+                    link.name,
+                    format_rate(link.bandwidth_bps),
+                    f"{link.efficiency:.2f}",
+                    format_rate(link.effective_bps),
+                    format_duration(link.latency_s),
+                    link.channels,
+                    "yes" if link.duplex else "no",
+                ]
+                for path, link in links
+                if link is not None
+            ],
+            align="llrrrrrl",
+        )
+    )
     if spec.ssd is not None:
         ssd = spec.ssd
-        lines += ["", f"SSD  {ssd.name}: {format_bytes(ssd.capacity_bytes)}, reads {format_rate(ssd.read_bps)}, "
-                      f"latency {format_duration(ssd.latency_s)}; achieved {format_rate(spec.ssd_read_bps)}",
-                  f"     {ssd.notes or ssd.source}"]
+        lines += [
+            "",
+            (
+                f"SSD  {ssd.name}: {format_bytes(ssd.capacity_bytes)}, reads {format_rate(ssd.read_bps)}, "
+                f"latency {format_duration(ssd.latency_s)}; achieved {format_rate(spec.ssd_read_bps)}"
+            ),
+            f"     {ssd.notes or ssd.source}",
+        ]
     fit = data.get("model_fit")
     if fit:
         lines += [
             "",
-            f"{fit['model']} experts in {fit['expert_format']}: {format_bytes(fit['expert_bytes'])} each, "
-            f"{format_bytes(fit['all_experts_bytes'])} in all",
+            (
+                f"{fit['model']} experts in {fit['expert_format']}: {format_bytes(fit['expert_bytes'])} each, "
+                f"{format_bytes(fit['all_experts_bytes'])} in all"
+            ),
             f"  one expert host->gpu   {format_duration(fit['h2d_s'])}",
         ]
         if fit["ssd_s"] is not None:
             lines.append(f"  one expert from SSD    {format_duration(fit['ssd_s'])}")
         lines += [
-            f"  resident non-expert    {format_bytes(fit['non_expert_bytes'])}; "
-            f"HBM left {format_bytes(fit['hbm_free_bytes'])}",
-            f"  experts that fit       {fit['capacity_experts']} of {fit['num_experts']} "
-            f"({100 * fit['fraction_resident']:.1f} %)",
+            (
+                f"  resident non-expert    {format_bytes(fit['non_expert_bytes'])}; "
+                f"HBM left {format_bytes(fit['hbm_free_bytes'])}"
+            ),
+            (
+                f"  experts that fit       {fit['capacity_experts']} of {fit['num_experts']} "
+                f"({100 * fit['fraction_resident']:.1f} %)"
+            ),
             f"  whole model in DRAM    {'yes' if fit['fits_in_dram'] else 'no'}",
         ]
     return "\n".join(lines)

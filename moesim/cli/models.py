@@ -25,7 +25,11 @@ def register(subparsers) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="a preset name, e.g. mixtral-8x7b")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
-        "--context", type=int, nargs="+", default=list(DEFAULT_CONTEXTS), metavar="N",
+        "--context",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_CONTEXTS),
+        metavar="N",
         help=f"context lengths for FLOPs and KV bytes (default {' '.join(map(str, DEFAULT_CONTEXTS))})",
     )
     parser.add_argument("--formats", action="store_true", help="list the weight formats and their bits per parameter")
@@ -43,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(rows)
         else:
-            _print(format_table(["format", "bits/param", "compute", "layout"],
-                                [[r["name"], f"{r['bits_per_param']:.4g}", r["compute_dtype"], r["description"]]
-                                 for r in rows], align="lrll"))
+            _print(
+                format_table(
+                    ["format", "bits/param", "compute", "layout"],
+                    [[r["name"], f"{r['bits_per_param']:.4g}", r["compute_dtype"], r["description"]] for r in rows],
+                    align="lrll",
+                )
+            )
         return 0
     if args.name is None:
         specs = [get_model(name) for name in list_models()]
@@ -88,8 +96,15 @@ def formats_table() -> list[dict[str, Any]]:
     out = []
     for name in list_formats():
         fmt = get_format(name)
-        out.append({"name": name, "bits_per_param": fmt.bits_per_param(), "compute_dtype": fmt.compute_dtype,
-                    "description": fmt.description, "reference": fmt.reference})
+        out.append(
+            {
+                "name": name,
+                "bits_per_param": fmt.bits_per_param(),
+                "compute_dtype": fmt.compute_dtype,
+                "description": fmt.description,
+                "reference": fmt.reference,
+            }
+        )
     return out
 
 
@@ -99,11 +114,19 @@ def preset_table(specs) -> str:
     rows = []
     for spec in specs:
         s = spec.summary()
-        rows.append([
-            s["name"], s["num_experts"], s["top_k"], f"{s['num_moe_layers']}/{s['num_layers']}",
-            params_text(s["total_params"]), params_text(s["active_params"]), s["expert_format"],
-            format_bytes(s["expert_bytes"]), format_bytes(s["total_bytes"]),
-        ])
+        rows.append(
+            [
+                s["name"],
+                s["num_experts"],
+                s["top_k"],
+                f"{s['num_moe_layers']}/{s['num_layers']}",
+                params_text(s["total_params"]),
+                params_text(s["active_params"]),
+                s["expert_format"],
+                format_bytes(s["expert_bytes"]),
+                format_bytes(s["total_bytes"]),
+            ]
+        )
     headers = ["model", "E", "k", "MoE layers", "total", "active", "expert fmt", "expert", "model bytes"]
     return format_table(headers, rows, align="lrrrrrlrr")
 
@@ -111,8 +134,10 @@ def preset_table(specs) -> str:
 def _attention_text(spec) -> str:
     if spec.uses_mla:
         q = f"q_lora {spec.q_lora_rank}" if spec.q_lora_rank else "direct q"
-        return (f"MLA, {spec.num_heads} heads, kv_lora {spec.kv_lora_rank} + rope {spec.qk_rope_head_dim}, "
-                f"{q}, nope {spec.qk_nope_head_dim}, v {spec.v_head_dim}")
+        return (
+            f"MLA, {spec.num_heads} heads, kv_lora {spec.kv_lora_rank} + rope {spec.qk_rope_head_dim}, "
+            f"{q}, nope {spec.qk_nope_head_dim}, v {spec.v_head_dim}"
+        )
     kind = "MHA" if spec.effective_num_kv_heads == spec.num_heads else "GQA"
     return f"{kind}, {spec.num_heads} q / {spec.effective_num_kv_heads} kv heads x {spec.effective_head_dim}"
 
@@ -125,13 +150,15 @@ def model_sheet(spec, contexts) -> dict[str, Any]:
     formats = []
     for name in list_formats():
         expert = spec.expert_bytes(name)
-        formats.append({
-            "format": name,
-            "expert_bytes": expert,
-            "expert_bits_per_param": 8 * expert / spec.expert_params,
-            "non_expert_bytes": spec.non_expert_bytes(name),
-            "total_bytes": spec.total_bytes(name, name),
-        })
+        formats.append(
+            {
+                "format": name,
+                "expert_bytes": expert,
+                "expert_bits_per_param": 8 * expert / spec.expert_params,
+                "non_expert_bytes": spec.non_expert_bytes(name),
+                "total_bytes": spec.total_bytes(name, name),
+            }
+        )
     flops = [spec.flops_per_token(c).as_dict() for c in contexts]
     kv = [{"context_len": c, "bf16": spec.kv_bytes(c, "bf16"), "fp8": spec.kv_bytes(c, "fp8")} for c in contexts]
     return {
@@ -153,8 +180,11 @@ def model_sheet(spec, contexts) -> dict[str, Any]:
             "published_total": spec.published_total_params,
             "published_active": spec.published_active_params,
         },
-        "default_formats": {"weight": spec.weight_format, "expert": spec.default_expert_format,
-                            "embedding": spec.embedding_format},
+        "default_formats": {
+            "weight": spec.weight_format,
+            "expert": spec.default_expert_format,
+            "embedding": spec.embedding_format,
+        },
         "bytes": {
             "expert": spec.expert_bytes(),
             "shared_experts_per_layer": spec.shared_expert_bytes(),
@@ -176,55 +206,107 @@ def render_sheet(sheet: dict[str, Any]) -> str:
     spec, st, p, b = sheet["spec"], sheet["structure"], sheet["params"], sheet["bytes"]
     fmts = sheet["default_formats"]
     lines = [f"{spec['name']}  ({spec['hf_repo'] or 'custom'}; {spec['architecture'] or 'moe'})"]
-    shared = (f", {spec['num_shared_experts']} shared x {spec['shared_expert_ffn_size']}"
-              if spec["num_shared_experts"] else "")
+    shared = (
+        f", {spec['num_shared_experts']} shared x {spec['shared_expert_ffn_size']}"
+        if spec["num_shared_experts"]
+        else ""
+    )
     lines += [
-        f"  layers        {spec['num_layers']} ({st['num_moe_layers']} MoE), hidden {spec['hidden_size']}, "
-        f"vocab {spec['vocab_size']}",
+        (
+            f"  layers        {spec['num_layers']} ({st['num_moe_layers']} MoE), hidden {spec['hidden_size']}, "
+            f"vocab {spec['vocab_size']}"
+        ),
         f"  experts       E={spec['num_experts']}, top-{spec['top_k']}, ffn {spec['expert_ffn_size']}"
         f"{' gated' if spec['gated_ffn'] else ''}{shared}"
         + (f", dense ffn {spec['dense_ffn_size']}" if spec["dense_ffn_size"] else ""),
         f"  router        {spec['router_scoring']}"
-        + (f", {spec['router_num_groups']} groups / best {spec['router_topk_groups']}"
-           if spec["router_num_groups"] > 1 else ""),
+        + (
+            f", {spec['router_num_groups']} groups / best {spec['router_topk_groups']}"
+            if spec["router_num_groups"] > 1
+            else ""
+        ),
         f"  attention     {st['attention']}"
         + (f"; window {st['sliding_window']} on {len(st['sliding_layers'])} layers" if st["sliding_layers"] else ""),
     ]
     if st["mamba_layers"]:
-        lines.append(f"  mamba         {len(st['mamba_layers'])} layers (d_state {spec['mamba_d_state']}, "
-                     f"expand {spec['mamba_expand']})")
+        lines.append(
+            f"  mamba         {len(st['mamba_layers'])} layers (d_state {spec['mamba_d_state']}, "
+            f"expand {spec['mamba_expand']})"
+        )
     published = ""
     if p["published_total"]:
         published = f"  (published {params_text(p['published_total'])}"
         published += f" / {params_text(p['published_active'])})" if p["published_active"] else ")"
     lines += [
-        f"  parameters    total {params_text(p['total'])}, active {params_text(p['active'])} "
-        f"({params_text(p['active_without_embedding'])} without the embedding){published}",
+        (
+            f"  parameters    total {params_text(p['total'])}, active {params_text(p['active'])} "
+            f"({params_text(p['active_without_embedding'])} without the embedding){published}"
+        ),
         f"  formats       weights {fmts['weight']}, experts {fmts['expert']}, embeddings {fmts['embedding']}",
-        f"  bytes         expert {format_bytes(b['expert'])}, non-expert {format_bytes(b['non_expert'])}, "
-        f"total {format_bytes(b['total'])}",
+        (
+            f"  bytes         expert {format_bytes(b['expert'])}, non-expert {format_bytes(b['non_expert'])}, "
+            f"total {format_bytes(b['total'])}"
+        ),
         "",
         "parameters and bytes by component (default formats)",
     ]
     comp = [k for k in b["by_component"] if k not in ("non_expert", "total") and p[k]]
-    lines.append(format_table(["component", "params", "bytes"],
-                              [[k, params_text(p[k]), format_bytes(b["by_component"][k])] for k in comp]))
+    lines.append(
+        format_table(
+            ["component", "params", "bytes"], [[k, params_text(p[k]), format_bytes(b["by_component"][k])] for k in comp]
+        )
+    )
     lines += ["", "bytes per weight format (all matrices in that format; embeddings stay as configured)"]
-    lines.append(format_table(
-        ["format", "bits/param", "expert", "non-expert", "total"],
-        [[f["format"], f"{f['expert_bits_per_param']:.4g}", format_bytes(f["expert_bytes"]),
-          format_bytes(f["non_expert_bytes"]), format_bytes(f["total_bytes"])] for f in b["per_format"]],
-        align="lrrrr"))
+    lines.append(
+        format_table(
+            ["format", "bits/param", "expert", "non-expert", "total"],
+            [
+                [
+                    f["format"],
+                    f"{f['expert_bits_per_param']:.4g}",
+                    format_bytes(f["expert_bytes"]),
+                    format_bytes(f["non_expert_bytes"]),
+                    format_bytes(f["total_bytes"]),
+                ]
+                for f in b["per_format"]
+            ],
+            align="lrrrr",
+        )
+    )
     lines += ["", f"FLOPs per decoded token (one routed expert: {flops_text(sheet['expert_flops_per_token'])})"]
-    keys = ["attention_projections", "attention_scores", "mamba", "dense_ffn", "shared_experts",
-            "routed_experts", "router", "lm_head", "total"]
+    keys = [
+        "attention_projections",
+        "attention_scores",
+        "mamba",
+        "dense_ffn",
+        "shared_experts",
+        "routed_experts",
+        "router",
+        "lm_head",
+        "total",
+    ]
     flops = sheet["flops_per_token"]
-    lines.append(format_table(["component", *[f"ctx {f['context_len']}" for f in flops]],
-                              [[k, *[flops_text(f[k]) if f[k] else "-" for f in flops]] for k in keys]))
+    lines.append(
+        format_table(
+            ["component", *[f"ctx {f['context_len']}" for f in flops]],
+            [[k, *[flops_text(f[k]) if f[k] else "-" for f in flops]] for k in keys],
+        )
+    )
     kv = sheet["kv_bytes_per_token"]
-    lines += ["", f"KV cache: {format_bytes(kv['bf16'])} per token in bf16 ({format_bytes(kv['fp8'])} in fp8), "
-                  f"before sliding-window caps"]
-    lines.append(format_table(["context", "bf16", "fp8"],
-                              [[r["context_len"], format_bytes(r["bf16"]), format_bytes(r["fp8"])]
-                               for r in sheet["kv_bytes_per_sequence"]]))
+    lines += [
+        "",
+        (
+            f"KV cache: {format_bytes(kv['bf16'])} per token in bf16 ({format_bytes(kv['fp8'])} in fp8), "
+            f"before sliding-window caps"
+        ),
+    ]
+    lines.append(
+        format_table(
+            ["context", "bf16", "fp8"],
+            [
+                [r["context_len"], format_bytes(r["bf16"]), format_bytes(r["fp8"])]
+                for r in sheet["kv_bytes_per_sequence"]
+            ],
+        )
+    )
     return "\n".join(lines)

@@ -40,14 +40,19 @@ LINKS: Registry[LinkSpec] = Registry("link preset")
 HARDWARE: Registry[HardwareSpec] = Registry("hardware preset")
 
 # PCIe generation -> (transfer rate per lane in GT/s, line-encoding efficiency): PCI-SIG base specs.
-PCIE_GENERATIONS = {1: (2.5, 8 / 10), 2: (5.0, 8 / 10), 3: (8.0, 128 / 130), 4: (16.0, 128 / 130),
-                    5: (32.0, 128 / 130)}
+PCIE_GENERATIONS = {1: (2.5, 8 / 10), 2: (5.0, 8 / 10), 3: (8.0, 128 / 130), 4: (16.0, 128 / 130), 5: (32.0, 128 / 130)}
 PCIE_EFFICIENCY = 0.8
 PCIE_LATENCY_S = 10e-6
 
 
-def pcie_link(generation: int, lanes: int = 16, *, efficiency: float = PCIE_EFFICIENCY,
-              latency_s: float = PCIE_LATENCY_S, channels: int = 1) -> LinkSpec:
+def pcie_link(
+    generation: int,
+    lanes: int = 16,
+    *,
+    efficiency: float = PCIE_EFFICIENCY,
+    latency_s: float = PCIE_LATENCY_S,
+    channels: int = 1,
+) -> LinkSpec:
     """One direction of a PCIe link: ``GT/s x lanes x encoding / 8`` bytes/s theoretical.
 
     PCIe 3.0 x16 = 15.75 GB/s, 4.0 x16 = 31.5 GB/s, 5.0 x16 = 63.0 GB/s per direction.
@@ -63,7 +68,7 @@ def pcie_link(generation: int, lanes: int = 16, *, efficiency: float = PCIE_EFFI
         duplex=True,
         efficiency=efficiency,
         notes=f"PCIe {generation}.0 x{lanes}: {rate_gt:g} GT/s per lane, "
-              f"{'128b/130b' if generation >= 3 else '8b/10b'} encoding",
+        f"{'128b/130b' if generation >= 3 else '8b/10b'} encoding",
     )
 
 
@@ -113,6 +118,7 @@ def list_links() -> tuple[str, ...]:
 def _no_presets(key: str) -> Callable[..., object]:
     def get(name: object, *, field: str) -> object:
         F.fail(field, f"there are no {key} presets; give a table of fields")
+
     return get
 
 
@@ -123,7 +129,10 @@ def subspec_from_config(key: str, value: object, where: str) -> object:
     cls, prefix = _SUBSPECS[key], _prefix(key)
     getters = {GPUSpec: get_gpu, LinkSpec: get_link}
     return F.resolve(
-        value, where, spec_type=cls, example={GPUSpec: "rtx4090", LinkSpec: "pcie4-x16"}.get(cls, ""),
+        value,
+        where,
+        spec_type=cls,
+        example={GPUSpec: "rtx4090", LinkSpec: "pcie4-x16"}.get(cls, ""),
         get_preset=getters.get(cls) or _no_presets(key),
         from_table=lambda table, path: F.build(cls, table, path, default_prefix=prefix),
         override=lambda base, changes, path: F.replace_checked(base, path, prefix, changes),
@@ -136,10 +145,51 @@ def hardware_from_config(value: object, where: str = "hardware") -> HardwareSpec
     A table with ``preset`` starts from that machine and overrides the rest, nested tables and dotted
     keys included: ``{"preset": "rtx4090-pcie4", "h2d": "pcie3-x16", "cpu": {"dram_bytes": "64GiB"}}``.
     """
-    return F.resolve(value, where, spec_type=HardwareSpec, example="rtx4090-pcie4", get_preset=get_hardware,
-                     from_table=HardwareSpec.from_dict, override=override_hardware)
+    return F.resolve(
+        value,
+        where,
+        spec_type=HardwareSpec,
+        example="rtx4090-pcie4",
+        get_preset=get_hardware,
+        from_table=HardwareSpec.from_dict,
+        override=override_hardware,
+    )
 
 
+# NVMe drives stream at ~95 % of their x4 link (a 990 PRO reads 7.45 of PCIe 4.0 x4's 7.88 GB/s).
+_SSD_LINK_EFFICIENCY = 0.95
+
+
+def _machine(
+    name: str,
+    gpu: str,
+    cpu: CPUSpec,
+    link: LinkSpec,
+    ssd: SSDSpec,
+    ssd_pcie_gen: int,
+    *,
+    notes: str,
+    sources: str,
+    aliases: tuple[str, ...] = (),
+) -> HardwareSpec:
+    """Register a machine whose host<->GPU link is symmetric and whose SSD sits on 4 PCIe lanes."""
+    return register_hardware(
+        HardwareSpec(
+            name=name,
+            gpu=get_gpu(gpu),
+            cpu=cpu,
+            h2d=link,
+            d2h=link,
+            ssd=ssd,
+            ssd_link=pcie_link(ssd_pcie_gen, 4, efficiency=_SSD_LINK_EFFICIENCY),
+            notes=notes,
+            sources=sources,
+        ),
+        aliases=aliases,
+    )
+
+
+# fmt: off
 # ---------------------------------------------------------------------------------------- links
 for _gen in (3, 4, 5):
     for _lanes in (16, 8, 4):
@@ -225,8 +275,6 @@ register_gpu(GPUSpec(
 ), aliases=("gh200-gpu",))
 
 # ---------------------------------------------------------------------------------------- SSDs
-# NVMe drives stream at ~95 % of their x4 link (a 990 PRO reads 7.45 of PCIe 4.0 x4's 7.88 GB/s).
-_SSD_LINK_EFFICIENCY = 0.95
 _NVME_GEN4 = SSDSpec(
     name="nvme-gen4", capacity_bytes="2TB", read_bps="7GB/s", latency_s="80us",
     source="consumer PCIe 4.0 NVMe class (e.g. Samsung 990 PRO: up to 7,450 MB/s sequential read)",
@@ -244,15 +292,6 @@ _NVME_CLOUD = SSDSpec(
 
 # ---------------------------------------------------------------------------------------- machines
 _PCIE3, _PCIE4, _PCIE5 = get_link("pcie3-x16"), get_link("pcie4-x16"), get_link("pcie5-x16")
-
-
-def _machine(name: str, gpu: str, cpu: CPUSpec, link: LinkSpec, ssd: SSDSpec, ssd_pcie_gen: int, *,
-             notes: str, sources: str, aliases: tuple[str, ...] = ()) -> HardwareSpec:
-    """Register a machine whose host<->GPU link is symmetric and whose SSD sits on 4 PCIe lanes."""
-    return register_hardware(HardwareSpec(
-        name=name, gpu=get_gpu(gpu), cpu=cpu, h2d=link, d2h=link, ssd=ssd,
-        ssd_link=pcie_link(ssd_pcie_gen, 4, efficiency=_SSD_LINK_EFFICIENCY), notes=notes, sources=sources,
-    ), aliases=aliases)
 
 
 _machine(
@@ -325,10 +364,10 @@ _machine(
     aliases=("a100-pcie4",),
 )
 
-_SPR = dict(num_cores=56, dram_bytes="1TiB", dram_bps="307.2GB/s",
-            flops={"fp32": "7.2TFLOPS", "bf16": "115TFLOPS"},
-            notes="56 Sapphire Rapids cores x 64 fp32 FLOP/cycle (2 AVX-512 FMA) x 2.0 GHz; bf16 is the "
-                  "AMX peak (1024 FLOP/cycle/core); 8 channels DDR5-4800 = 307.2 GB/s")
+_SPR = {"num_cores": 56, "dram_bytes": "1TiB", "dram_bps": "307.2GB/s",
+            "flops": {"fp32": "7.2TFLOPS", "bf16": "115TFLOPS"},
+            "notes": "56 Sapphire Rapids cores x 64 fp32 FLOP/cycle (2 AVX-512 FMA) x 2.0 GHz; bf16 is the "
+                  "AMX peak (1024 FLOP/cycle/core); 8 channels DDR5-4800 = 307.2 GB/s"}
 
 _machine(
     "h100-pcie5", "h100-pcie",
@@ -360,3 +399,4 @@ _machine(
     sources="NVIDIA GH200 Grace Hopper Superchip datasheet; NVIDIA Grace CPU datasheet",
     aliases=("gh200",),
 )
+# fmt: on

@@ -57,8 +57,11 @@ def _lookup(owner: str, table: tuple[tuple[str, float], ...], dtype: str) -> tup
     for candidate in (dtype, *_FALLBACK[dtype]):
         if candidate in rates:
             return candidate, rates[candidate]
-    F.fail("dtype", f"{owner} lists no FLOP/s for {dtype!r} or its fallbacks {', '.join(_FALLBACK[dtype])}; "
-                    f"add one to its flops table")
+    F.fail(
+        "dtype",
+        f"{owner} lists no FLOP/s for {dtype!r} or its fallbacks {', '.join(_FALLBACK[dtype])}; "
+        f"add one to its flops table",
+    )
 
 
 class _ComputeMixin:
@@ -87,7 +90,7 @@ def _positive_bytes(value: object, path: str) -> int:
 
 def _validate(obj: object, where: str, parsers: Mapping[str, Any], text: tuple[str, ...] = ("source", "notes")) -> None:
     """Check ``name``, parse the unit-bearing fields with ``parsers[field](value, path)``, check texts."""
-    F.check_str(f"{where}.name", getattr(obj, "name"))
+    F.check_str(f"{where}.name", obj.name)
     for name, parse in parsers.items():
         F.set_field(obj, name, parse(getattr(obj, name), f"{where}.{name}"))
     for name in text:
@@ -122,8 +125,16 @@ class GPUSpec(_ComputeMixin):
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self, "gpu", {"hbm_bytes": _positive_bytes, "hbm_bps": units.parse_rate, "flops": _flops_table,
-                                "launch_s": units.parse_duration})
+        _validate(
+            self,
+            "gpu",
+            {
+                "hbm_bytes": _positive_bytes,
+                "hbm_bps": units.parse_rate,
+                "flops": _flops_table,
+                "launch_s": units.parse_duration,
+            },
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,8 +153,16 @@ class CPUSpec(_ComputeMixin):
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self, "cpu", {"num_cores": lambda v, p: F.check_int(p, v, minimum=1),
-                                "dram_bytes": _positive_bytes, "dram_bps": units.parse_rate, "flops": _flops_table})
+        _validate(
+            self,
+            "cpu",
+            {
+                "num_cores": lambda v, p: F.check_int(p, v, minimum=1),
+                "dram_bytes": _positive_bytes,
+                "dram_bps": units.parse_rate,
+                "flops": _flops_table,
+            },
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,8 +177,11 @@ class SSDSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self, "ssd", {"capacity_bytes": _positive_bytes, "read_bps": units.parse_rate,
-                                "latency_s": units.parse_duration})
+        _validate(
+            self,
+            "ssd",
+            {"capacity_bytes": _positive_bytes, "read_bps": units.parse_rate, "latency_s": units.parse_duration},
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,14 +213,20 @@ class LinkSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _validate(self, "link", {
-            "bandwidth_bps": units.parse_rate,
-            "latency_s": units.parse_duration,
-            "channels": lambda v, p: F.check_int(p, v, minimum=1),
-            "duplex": lambda v, p: F.check_bool(p, v),
-            "efficiency": lambda v, p: F.check_real(p, v, minimum=0.0, maximum=1.0, exclusive_minimum=True,
-                                                    expected="a fraction in (0, 1] such as 0.8"),
-        }, text=("notes",))
+        _validate(
+            self,
+            "link",
+            {
+                "bandwidth_bps": units.parse_rate,
+                "latency_s": units.parse_duration,
+                "channels": lambda v, p: F.check_int(p, v, minimum=1),
+                "duplex": lambda v, p: F.check_bool(p, v),
+                "efficiency": lambda v, p: F.check_real(
+                    p, v, minimum=0.0, maximum=1.0, exclusive_minimum=True, expected="a fraction in (0, 1] such as 0.8"
+                ),
+            },
+            text=("notes",),
+        )
 
     @property
     def effective_bps(self) -> float:
@@ -210,8 +238,15 @@ class LinkSpec:
         return self.latency_s + F.check_int("num_bytes", num_bytes, minimum=0) / self.effective_bps
 
 
-_SUBSPECS = {"gpu": GPUSpec, "cpu": CPUSpec, "ssd": SSDSpec, "h2d": LinkSpec, "d2h": LinkSpec,
-             "ssd_link": LinkSpec, "ssd_gpu_link": LinkSpec}
+_SUBSPECS = {
+    "gpu": GPUSpec,
+    "cpu": CPUSpec,
+    "ssd": SSDSpec,
+    "h2d": LinkSpec,
+    "d2h": LinkSpec,
+    "ssd_link": LinkSpec,
+    "ssd_gpu_link": LinkSpec,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,8 +287,10 @@ class HardwareSpec:
             if value is None and key in ("ssd", "ssd_link", "ssd_gpu_link"):
                 continue
             if not isinstance(value, cls):
-                F.fail(f"{w}.{key}", f"expected a {cls.__name__}, a preset name or a table of fields, "
-                                     f"got {type(value).__name__}")
+                F.fail(
+                    f"{w}.{key}",
+                    f"expected a {cls.__name__}, a preset name or a table of fields, got {type(value).__name__}",
+                )
         if self.ssd is not None and self.ssd_link is None:
             F.fail(f"{w}.ssd_link", "expected the SSD -> host link (e.g. 'pcie4-x4') because ssd is set")
         if self.ssd is None and self.ssd_gpu_link is not None:
@@ -286,7 +323,7 @@ class HardwareSpec:
     def with_overrides(self, **fields: Any) -> HardwareSpec:
         """A validated copy with fields replaced; nested fields by dotted name or table::
 
-            spec.with_overrides(**{"h2d.efficiency": 0.7, "gpu": "h100-sxm", "cpu": {"dram_bytes": "64GiB"}})
+        spec.with_overrides(**{"h2d.efficiency": 0.7, "gpu": "h100-sxm", "cpu": {"dram_bytes": "64GiB"}})
         """
         return override_hardware(self, fields, "hardware")
 
@@ -301,8 +338,12 @@ def override_hardware(spec: HardwareSpec, changes: Mapping[str, Any], where: str
         head, _, rest = str(key).partition(".")
         if rest:
             nested.setdefault(head, {})[rest] = value
-        elif (head in _SUBSPECS and isinstance(value, Mapping) and "preset" not in value
-              and getattr(spec, head, None) is not None):
+        elif (
+            head in _SUBSPECS
+            and isinstance(value, Mapping)
+            and "preset" not in value
+            and getattr(spec, head, None) is not None
+        ):
             nested.setdefault(head, {}).update(value)
         elif head in _SUBSPECS:
             flat[head] = subspec_from_config(head, value, f"{where}.{head}")

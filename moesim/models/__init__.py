@@ -49,6 +49,7 @@ from moesim.models.formats import (
     register_format,
 )
 from moesim.models.presets import MODELS, get_model, list_models, register_model
+from moesim.models.resolve import model_from_config
 from moesim.models.spec import (
     ComponentCounts,
     FlopsBreakdown,
@@ -57,7 +58,6 @@ from moesim.models.spec import (
     StepCosts,
     moe_layer_indices,
 )
-from moesim.models.resolve import model_from_config
 
 __all__ = [
     "FORMATS",

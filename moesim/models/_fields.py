@@ -23,14 +23,14 @@ def fail(path: str, message: str) -> NoReturn:
     raise ConfigError(f"{path}: {message}")
 
 
-def check_int(path: str, value: object, *, minimum: int | None = None, maximum: int | None = None,
-              expected: str | None = None) -> int:
+def check_int(
+    path: str, value: object, *, minimum: int | None = None, maximum: int | None = None, expected: str | None = None
+) -> int:
     """``value`` as an int within ``[minimum, maximum]``; integral floats (from JSON) are accepted."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         fail(path, f"expected {expected or 'an integer'}, got {value!r}")
-    if not isinstance(value, numbers.Integral):
-        if not (math.isfinite(float(value)) and float(value) == int(value)):
-            fail(path, f"expected {expected or 'an integer'}, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not (math.isfinite(float(value)) and float(value) == int(value)):
+        fail(path, f"expected {expected or 'an integer'}, got {value!r}")
     number = int(value)
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         if expected is None:
@@ -54,8 +54,7 @@ def check_bool(path: str, value: object) -> bool:
     fail(path, f"expected true or false, got {value!r}")
 
 
-def check_str(path: str, value: object, *, choices: Iterable[str] | None = None,
-              allow_empty: bool = False) -> str:
+def check_str(path: str, value: object, *, choices: Iterable[str] | None = None, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         fail(path, f"expected a non-empty string, got {value!r}")
     if choices is not None:
@@ -65,8 +64,15 @@ def check_str(path: str, value: object, *, choices: Iterable[str] | None = None,
     return value
 
 
-def check_real(path: str, value: object, *, minimum: float | None = None, maximum: float | None = None,
-               exclusive_minimum: bool = False, expected: str | None = None) -> float:
+def check_real(
+    path: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    expected: str | None = None,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         fail(path, f"expected {expected or 'a finite number'}, got {value!r}")
     number = float(value)
@@ -90,11 +96,11 @@ def check_layer_indices(path: str, value: object, num_layers: int, *, allow_empt
         fail(path, f"expected at least one layer index in 0..{num_layers - 1}, got an empty list")
     for i, layer in enumerate(layers):
         if layer >= num_layers:
-            fail(path, f"layer {layer} at position {i} is >= num_layers ({num_layers}); "
-                       f"indices run 0..{num_layers - 1}")
+            fail(
+                path, f"layer {layer} at position {i} is >= num_layers ({num_layers}); indices run 0..{num_layers - 1}"
+            )
         if i and layer <= layers[i - 1]:
-            fail(path, f"expected strictly increasing layer indices, got {layers[i - 1]} then {layer} "
-                       f"at position {i}")
+            fail(path, f"expected strictly increasing layer indices, got {layers[i - 1]} then {layer} at position {i}")
     return layers
 
 
@@ -106,14 +112,19 @@ def set_field(obj: object, name: str, value: object) -> None:
 def rebase(exc: ConfigError, old_prefix: str, new_prefix: str) -> ConfigError:
     """The same error with its leading path ``old_prefix`` replaced by ``new_prefix``."""
     message = str(exc)
-    if old_prefix != new_prefix and (message.startswith(old_prefix + ".") or message.startswith(old_prefix + ":")
-                                      or message.startswith(old_prefix + "[")):
-        message = new_prefix + message[len(old_prefix):]
+    if old_prefix != new_prefix and (message.startswith((old_prefix + ".", old_prefix + ":", old_prefix + "["))):
+        message = new_prefix + message[len(old_prefix) :]
     return ConfigError(message)
 
 
-def build(cls: type[T], data: object, where: str, *, default_prefix: str,
-          convert: Mapping[str, Callable[[object, str], object]] | None = None) -> T:
+def build(
+    cls: type[T],
+    data: object,
+    where: str,
+    *,
+    default_prefix: str,
+    convert: Mapping[str, Callable[[object, str], object]] | None = None,
+) -> T:
     """Construct the frozen dataclass ``cls`` from a mapping, with dotted-path errors under ``where``.
 
     Unknown keys are errors (listing the valid ones); missing required fields are errors; values in
@@ -125,8 +136,11 @@ def build(cls: type[T], data: object, where: str, *, default_prefix: str,
     unknown = [key for key in data if key not in fields]
     if unknown:
         fail(f"{where}.{unknown[0]}", f"unknown field; valid fields are {', '.join(fields)}")
-    missing = [name for name, f in fields.items() if name not in data
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         fail(f"{where}.{missing[0]}", f"required field is missing (required: {', '.join(missing)})")
     kwargs: dict[str, Any] = {}
@@ -156,9 +170,16 @@ def replace_checked(obj: T, where: str, default_prefix: str, changes: Mapping[st
         raise rebase(exc, default_prefix, where) from None
 
 
-def resolve(value: object, where: str, *, spec_type: type[T], example: str,
-            get_preset: Callable[..., T], from_table: Callable[[Mapping[str, Any], str], T],
-            override: Callable[[T, Mapping[str, Any], str], T]) -> T:
+def resolve(
+    value: object,
+    where: str,
+    *,
+    spec_type: type[T],
+    example: str,
+    get_preset: Callable[..., T],
+    from_table: Callable[[Mapping[str, Any], str], T],
+    override: Callable[[T, Mapping[str, Any], str], T],
+) -> T:
     """A spec from a config value: the spec itself, a preset name, a table naming a ``preset`` plus
     fields to override, or a table of every field. Errors name ``where``."""
     if isinstance(value, spec_type):

@@ -109,8 +109,13 @@ class WeightFormat:
         w = f"{_WHERE}[{self.name!r}]" if isinstance(self.name, str) else _WHERE
         F.check_str(f"{w}.name", self.name)
         F.check_int(f"{w}.value_bits", self.value_bits, minimum=1, maximum=32)
-        F.check_int(f"{w}.word_bits", self.word_bits, minimum=self.value_bits, maximum=64,
-                    expected=f"a container width in {self.value_bits}..64 bits")
+        F.check_int(
+            f"{w}.word_bits",
+            self.word_bits,
+            minimum=self.value_bits,
+            maximum=64,
+            expected=f"a container width in {self.value_bits}..64 bits",
+        )
         if self.word_bits % 8:
             F.fail(f"{w}.word_bits", f"expected a multiple of 8, got {self.word_bits}")
         F.check_int(f"{w}.block_rows", self.block_rows, minimum=1)
@@ -212,6 +217,7 @@ def list_kv_formats() -> tuple[str, ...]:
     return KV_FORMATS.names()
 
 
+# fmt: off
 # ------------------------------------------------------------------ built-in formats
 register_format(WeightFormat(
     name="fp32", value_bits=32, word_bits=32, compute_dtype="fp32", vector_bytes=4,
@@ -283,3 +289,4 @@ KV_FORMATS.register("bf16", aliases=("bfloat16",))(2)
 KV_FORMATS.register("fp16", aliases=("float16", "half"))(2)
 KV_FORMATS.register("fp32", aliases=("float32",))(4)
 KV_FORMATS.register("fp8", aliases=("fp8-e4m3", "float8"))(1)
+# fmt: on

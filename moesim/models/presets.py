@@ -45,6 +45,7 @@ def _all(num_layers: int) -> tuple[int, ...]:
     return tuple(range(num_layers))
 
 
+# fmt: off
 # ---------------------------------------------------------------------------- Mistral
 # mistralai/Mixtral-8x7B-v0.1 config.json; 46.7B total / 12.9B active per token: Mistral AI,
 # "Mixtral of experts" (2023-12-11) and Jiang et al. 2024 (arXiv:2401.04088).
@@ -162,12 +163,12 @@ register_model(ModelSpec(
 # sliding window 128 on even layers (layer_types alternate sliding/full); experts stored in MXFP4,
 # the rest in bf16. 20.9B total / 3.6B active (OpenAI gpt-oss model card, 2025), whose active count
 # excludes the embedding table. Attention sinks (64 per layer) are not modelled.
-_GPT_OSS = dict(
-    architecture="gpt_oss", hidden_size=2880, vocab_size=201088, top_k=4, expert_ffn_size=2880,
-    expert_bias=True, router_bias=True, router_norm_topk=True, activation="swiglu-clamped",
-    num_heads=64, num_kv_heads=8, head_dim=64, qkv_bias=True, out_bias=True, sliding_window=128,
-    expert_format="mxfp4",
-)
+_GPT_OSS = {
+    "architecture": "gpt_oss", "hidden_size": 2880, "vocab_size": 201088, "top_k": 4, "expert_ffn_size": 2880,
+    "expert_bias": True, "router_bias": True, "router_norm_topk": True, "activation": "swiglu-clamped",
+    "num_heads": 64, "num_kv_heads": 8, "head_dim": 64, "qkv_bias": True, "out_bias": True, "sliding_window": 128,
+    "expert_format": "mxfp4",
+}
 register_model(ModelSpec(
     name="gpt-oss-20b", hf_repo="openai/gpt-oss-20b", num_layers=24, moe_layers=_all(24), num_experts=32,
     sliding_layers=tuple(range(0, 24, 2)),
@@ -184,12 +185,12 @@ register_model(ModelSpec(
 # microsoft/Phi-3.5-MoE-instruct config.json: LayerNorm, biases on attention and LM head,
 # SparseMixer routing, sliding_window 131072 on every layer (as configured). 41.87B total
 # (index.jsonl), 6.6B active (model card).
-_PHI_MOE = dict(
-    architecture="phimoe", num_layers=32, hidden_size=4096, vocab_size=32064, moe_layers=_all(32),
-    num_experts=16, top_k=2, expert_ffn_size=6400, router_scoring="sparsemixer",
-    num_heads=32, num_kv_heads=8, head_dim=128, qkv_bias=True, out_bias=True, lm_head_bias=True,
-    norm="layernorm", sliding_layers=_all(32),
-)
+_PHI_MOE = {
+    "architecture": "phimoe", "num_layers": 32, "hidden_size": 4096, "vocab_size": 32064, "moe_layers": _all(32),
+    "num_experts": 16, "top_k": 2, "expert_ffn_size": 6400, "router_scoring": "sparsemixer",
+    "num_heads": 32, "num_kv_heads": 8, "head_dim": 128, "qkv_bias": True, "out_bias": True, "lm_head_bias": True,
+    "norm": "layernorm", "sliding_layers": _all(32),
+}
 register_model(ModelSpec(
     name="phi-3.5-moe", hf_repo="microsoft/Phi-3.5-MoE-instruct", sliding_window=131072,
     published_total_params=41.87e9, published_active_params=6.6e9, **_PHI_MOE,
@@ -263,3 +264,4 @@ register_model(ModelSpec(
     num_experts=8, top_k=2, expert_ffn_size=1792, num_heads=32, num_kv_heads=8, head_dim=128,
     published_total_params=8.03e9, published_active_params=3.8e9,
 ))
+# fmt: on

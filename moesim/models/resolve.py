@@ -15,7 +15,11 @@ def model_from_config(value: object, where: str = "model") -> ModelSpec:
     :class:`~moesim.errors.ConfigError` s whose path starts with ``where``.
     """
     return F.resolve(
-        value, where, spec_type=ModelSpec, example="mixtral-8x7b", get_preset=get_model,
+        value,
+        where,
+        spec_type=ModelSpec,
+        example="mixtral-8x7b",
+        get_preset=get_model,
         from_table=ModelSpec.from_dict,
         override=lambda base, changes, path: F.replace_checked(base, path, "model", changes),
     )

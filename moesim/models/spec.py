@@ -127,8 +127,15 @@ class FlopsBreakdown:
 
     @property
     def total(self) -> float:
-        return (self.attention + self.mamba + self.dense_ffn + self.shared_experts + self.routed_experts
-                + self.router + self.lm_head)
+        return (
+            self.attention
+            + self.mamba
+            + self.dense_ffn
+            + self.shared_experts
+            + self.routed_experts
+            + self.router
+            + self.lm_head
+        )
 
     def as_dict(self) -> dict[str, float]:
         out: dict[str, float] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -141,10 +148,10 @@ class _Segment:
     """Non-routed work between two MoE layers' experts (or after the last one: the tail)."""
 
     layers: tuple[int, ...]
-    flops_per_token: float          # projections, FFNs, routers, mamba: independent of context
-    weights: _Weights               # transformer-block weights (weight_format)
+    flops_per_token: float  # projections, FFNs, routers, mamba: independent of context
+    weights: _Weights  # transformer-block weights (weight_format)
     windows: tuple[tuple[int | None, float, int], ...]  # (window, score FLOPs/key, KV elements/key)
-    state_elements: int             # mamba conv + SSM state per sequence
+    state_elements: int  # mamba conv + SSM state per sequence
 
 
 @dataclass(frozen=True)
@@ -152,11 +159,11 @@ class _CostTable:
     """Per-segment coefficients of the step-cost formulas (segment ``num_moe_layers`` is the tail)."""
 
     windows: tuple[int | None, ...]
-    flops_per_token: np.ndarray      # float [L+1]
-    score_per_key: np.ndarray        # float [W, L+1]
-    kv_per_key: np.ndarray           # int [W, L+1] cached elements per attended key
-    state_elements: np.ndarray       # int [L+1] Mamba state elements per sequence
-    weight_bytes: np.ndarray         # int [L+1]
+    flops_per_token: np.ndarray  # float [L+1]
+    score_per_key: np.ndarray  # float [W, L+1]
+    kv_per_key: np.ndarray  # int [W, L+1] cached elements per attended key
+    state_elements: np.ndarray  # int [L+1] Mamba state elements per sequence
+    weight_bytes: np.ndarray  # int [L+1]
     head_weight_bytes: int
     head_flops_per_logit: float
     embedding_row_bytes: int
@@ -322,21 +329,38 @@ class ModelSpec:
         moe = F.check_layer_indices(f"{w}.moe_layers", self.moe_layers, num_layers, allow_empty=False)
         F.set_field(self, "moe_layers", moe)
         num_experts = self.num_experts
-        F.set_field(self, "top_k", F.check_int(
-            f"{w}.top_k", self.top_k, minimum=1, maximum=num_experts,
-            expected=f"1..num_experts ({num_experts})"))
+        F.set_field(
+            self,
+            "top_k",
+            F.check_int(
+                f"{w}.top_k", self.top_k, minimum=1, maximum=num_experts, expected=f"1..num_experts ({num_experts})"
+            ),
+        )
         for name in ("num_shared_experts", "shared_expert_ffn_size", "dense_ffn_size"):
             F.set_field(self, name, F.check_int(f"{w}.{name}", getattr(self, name), minimum=0))
         if self.num_shared_experts and not self.shared_expert_ffn_size:
-            F.fail(f"{w}.shared_expert_ffn_size",
-                   f"expected >= 1 with num_shared_experts = {self.num_shared_experts}, got 0")
+            F.fail(
+                f"{w}.shared_expert_ffn_size",
+                f"expected >= 1 with num_shared_experts = {self.num_shared_experts}, got 0",
+            )
         dense = [i for i in range(num_layers) if i not in set(moe)]
         if dense and not self.dense_ffn_size:
-            F.fail(f"{w}.dense_ffn_size",
-                   f"layers {_short_list(dense)} are not in moe_layers, so they need a dense FFN size "
-                   f">= 1, got 0; set dense_ffn_size or list them in moe_layers")
-        for name in ("shared_expert_gate", "gated_ffn", "expert_bias", "router_norm_topk", "router_bias",
-                     "qkv_bias", "out_bias", "tie_word_embeddings", "lm_head_bias"):
+            F.fail(
+                f"{w}.dense_ffn_size",
+                f"layers {_short_list(dense)} are not in moe_layers, so they need a dense FFN size "
+                f">= 1, got 0; set dense_ffn_size or list them in moe_layers",
+            )
+        for name in (
+            "shared_expert_gate",
+            "gated_ffn",
+            "expert_bias",
+            "router_norm_topk",
+            "router_bias",
+            "qkv_bias",
+            "out_bias",
+            "tie_word_embeddings",
+            "lm_head_bias",
+        ):
             F.check_bool(f"{w}.{name}", getattr(self, name))
         F.check_str(f"{w}.activation", self.activation)
         F.check_str(f"{w}.router_scoring", self.router_scoring, choices=ROUTER_SCORING)
@@ -345,30 +369,36 @@ class ModelSpec:
         self._check_attention()
         self._check_mixers()
         F.set_field(self, "weight_format", get_format(self.weight_format, field=f"{w}.weight_format").name)
-        F.set_field(self, "embedding_format",
-                    get_format(self.embedding_format, field=f"{w}.embedding_format").name)
+        F.set_field(self, "embedding_format", get_format(self.embedding_format, field=f"{w}.embedding_format").name)
         if self.expert_format is not None:
             F.set_field(self, "expert_format", get_format(self.expert_format, field=f"{w}.expert_format").name)
         for name in ("architecture", "hf_repo", "notes"):
             F.check_str(f"{w}.{name}", getattr(self, name), allow_empty=True)
         for name in ("published_total_params", "published_active_params"):
             if getattr(self, name) is not None:
-                F.set_field(self, name, F.check_real(f"{w}.{name}", getattr(self, name), minimum=0,
-                                                     exclusive_minimum=True))
+                F.set_field(
+                    self, name, F.check_real(f"{w}.{name}", getattr(self, name), minimum=0, exclusive_minimum=True)
+                )
 
     def _check_router_groups(self) -> None:
         w = _WHERE
-        groups = F.check_int(f"{w}.router_num_groups", self.router_num_groups, minimum=1,
-                             maximum=self.num_experts)
+        groups = F.check_int(f"{w}.router_num_groups", self.router_num_groups, minimum=1, maximum=self.num_experts)
         if self.num_experts % groups:
-            F.fail(f"{w}.router_num_groups",
-                   f"expected a divisor of num_experts ({self.num_experts}), got {groups}")
-        topk_groups = F.check_int(f"{w}.router_topk_groups", self.router_topk_groups, minimum=1,
-                                  maximum=groups, expected=f"1..router_num_groups ({groups})")
+            F.fail(f"{w}.router_num_groups", f"expected a divisor of num_experts ({self.num_experts}), got {groups}")
+        topk_groups = F.check_int(
+            f"{w}.router_topk_groups",
+            self.router_topk_groups,
+            minimum=1,
+            maximum=groups,
+            expected=f"1..router_num_groups ({groups})",
+        )
         reachable = topk_groups * (self.num_experts // groups)
         if self.top_k > reachable:
-            F.fail(f"{w}.top_k", f"expected <= router_topk_groups x experts per group ({reachable}), "
-                                 f"got {self.top_k}; raise router_topk_groups")
+            F.fail(
+                f"{w}.top_k",
+                f"expected <= router_topk_groups x experts per group ({reachable}), "
+                f"got {self.top_k}; raise router_topk_groups",
+            )
         F.set_field(self, "router_num_groups", groups)
         F.set_field(self, "router_topk_groups", topk_groups)
 
@@ -378,13 +408,19 @@ class ModelSpec:
         given = [name for name in mla_fields if getattr(self, name) is not None]
         if given and len(given) != len(mla_fields):
             missing = [name for name in mla_fields if name not in given]
-            F.fail(f"{w}.{missing[0]}", f"multi-head latent attention needs all of {', '.join(mla_fields)}; "
-                                       f"{', '.join(given)} given, {', '.join(missing)} missing")
+            F.fail(
+                f"{w}.{missing[0]}",
+                f"multi-head latent attention needs all of {', '.join(mla_fields)}; "
+                f"{', '.join(given)} given, {', '.join(missing)} missing",
+            )
         for name in (*mla_fields, "q_lora_rank"):
             F.set_field(self, name, F.check_optional_int(f"{w}.{name}", getattr(self, name)))
         if self.q_lora_rank is not None and not given:
-            F.fail(f"{w}.q_lora_rank", "only used with multi-head latent attention; set kv_lora_rank, "
-                                        "qk_nope_head_dim, qk_rope_head_dim and v_head_dim, or drop it")
+            F.fail(
+                f"{w}.q_lora_rank",
+                "only used with multi-head latent attention; set kv_lora_rank, "
+                "qk_nope_head_dim, qk_rope_head_dim and v_head_dim, or drop it",
+            )
         if not given:
             kv = F.check_optional_int(f"{w}.num_kv_heads", self.num_kv_heads)
             if kv is not None and self.num_heads % kv:
@@ -392,8 +428,11 @@ class ModelSpec:
             F.set_field(self, "num_kv_heads", kv)
             head_dim = F.check_optional_int(f"{w}.head_dim", self.head_dim)
             if head_dim is None and self.hidden_size % self.num_heads:
-                F.fail(f"{w}.head_dim", f"hidden_size ({self.hidden_size}) is not a multiple of num_heads "
-                                        f"({self.num_heads}); give head_dim explicitly")
+                F.fail(
+                    f"{w}.head_dim",
+                    f"hidden_size ({self.hidden_size}) is not a multiple of num_heads "
+                    f"({self.num_heads}); give head_dim explicitly",
+                )
             F.set_field(self, "head_dim", head_dim)
 
     def _check_mixers(self) -> None:
@@ -414,8 +453,10 @@ class ModelSpec:
             F.fail(f"{w}.sliding_window", "expected a window length >= 1 because sliding_layers is set, got None")
         clash = sorted(set(sliding) & set(mamba))
         if clash:
-            F.fail(f"{w}.sliding_layers", f"layer {clash[0]} is also a Mamba layer; sliding windows apply "
-                                          f"to attention layers only")
+            F.fail(
+                f"{w}.sliding_layers",
+                f"layer {clash[0]} is also a Mamba layer; sliding windows apply to attention layers only",
+            )
         F.set_field(self, "sliding_layers", sliding)
 
     # ------------------------------------------------------------------ construction helpers
@@ -445,12 +486,17 @@ class ModelSpec:
         """
         factor = F.check_int("granularity", factor, minimum=1)
         if self.expert_ffn_size % factor:
-            F.fail("granularity", f"expert_ffn_size ({self.expert_ffn_size}) is not divisible by {factor}; "
-                                  f"pick a divisor of it")
+            F.fail(
+                "granularity",
+                f"expert_ffn_size ({self.expert_ffn_size}) is not divisible by {factor}; pick a divisor of it",
+            )
         # Router groups keep their number (each now holds factor times the experts), so group-limited
         # routing still reaches top_k * factor experts.
-        return self.with_overrides(num_experts=self.num_experts * factor, top_k=self.top_k * factor,
-                                   expert_ffn_size=self.expert_ffn_size // factor)
+        return self.with_overrides(
+            num_experts=self.num_experts * factor,
+            top_k=self.top_k * factor,
+            expert_ffn_size=self.expert_ffn_size // factor,
+        )
 
     # ------------------------------------------------------------------ structure
     @property
@@ -637,8 +683,12 @@ class ModelSpec:
         """Bytes of all shared experts of one MoE layer (and their gate) in ``fmt`` (default weight_format)."""
         return self._shared.nbytes(self._fmt(fmt, self.weight_format, "weight_format"))
 
-    def byte_counts(self, fmt: str | WeightFormat | None = None, expert_fmt: str | WeightFormat | None = None,
-                    embedding_fmt: str | WeightFormat | None = None) -> ComponentCounts:
+    def byte_counts(
+        self,
+        fmt: str | WeightFormat | None = None,
+        expert_fmt: str | WeightFormat | None = None,
+        embedding_fmt: str | WeightFormat | None = None,
+    ) -> ComponentCounts:
         """Bytes by component: non-expert matrices in ``fmt``, routed experts in ``expert_fmt``,
         embedding and LM head in ``embedding_fmt`` (defaults: the spec's formats).
 
@@ -653,8 +703,10 @@ class ModelSpec:
             num_attn = sum(layer.mixer == "attention" for layer in layers)
             num_mamba = self.num_layers - num_attn
             num_moe, num_dense = self.num_moe_layers, self.num_layers - self.num_moe_layers
-            lm_head = _Weights(() if self.tie_word_embeddings else ((self.vocab_size, self.hidden_size),),
-                               self.vocab_size if self.lm_head_bias else 0)
+            lm_head = _Weights(
+                () if self.tie_word_embeddings else ((self.vocab_size, self.hidden_size),),
+                self.vocab_size if self.lm_head_bias else 0,
+            )
             self._memo[key] = ComponentCounts(
                 embedding=emb.matrix_bytes(self.vocab_size, self.hidden_size),
                 lm_head=lm_head.nbytes(emb),
@@ -673,8 +725,7 @@ class ModelSpec:
         dense FFNs, shared experts, LM head (matrices in ``fmt``, embeddings in ``embedding_format``)."""
         return self.byte_counts(fmt).non_expert
 
-    def total_bytes(self, fmt: str | WeightFormat | None = None,
-                    expert_fmt: str | WeightFormat | None = None) -> int:
+    def total_bytes(self, fmt: str | WeightFormat | None = None, expert_fmt: str | WeightFormat | None = None) -> int:
         """Bytes of the whole model (routed experts in ``expert_fmt``, the rest as :meth:`non_expert_bytes`)."""
         return self.byte_counts(fmt, expert_fmt).total
 
@@ -731,8 +782,11 @@ class ModelSpec:
     def _mixer_flops(self, layer: LayerSpec) -> float:
         if layer.mixer == "mamba":
             d_inner = self._mamba_d_inner
-            return (2.0 * self._mamba.matrix_params + 2.0 * d_inner * self.mamba_d_conv
-                    + MAMBA_SCAN_FLOPS_PER_STATE * d_inner * self.mamba_d_state)
+            return (
+                2.0 * self._mamba.matrix_params
+                + 2.0 * d_inner * self.mamba_d_conv
+                + MAMBA_SCAN_FLOPS_PER_STATE * d_inner * self.mamba_d_state
+            )
         return 2.0 * self._attention.matrix_params
 
     def _score_flops_per_key(self, layer: LayerSpec) -> float:
@@ -790,8 +844,13 @@ class ModelSpec:
 
     # ------------------------------------------------------------------ per-step costs (simulator contract)
     def _layer(self, layer: int) -> LayerSpec:
-        index = F.check_int("layer", layer, minimum=0, maximum=self.num_layers - 1,
-                            expected=f"a model layer index in 0..{self.num_layers - 1}")
+        index = F.check_int(
+            "layer",
+            layer,
+            minimum=0,
+            maximum=self.num_layers - 1,
+            expected=f"a model layer index in 0..{self.num_layers - 1}",
+        )
         return self.layers[index]
 
     def _segment_of(self, layers: Sequence[LayerSpec]) -> _Segment:
@@ -819,9 +878,10 @@ class ModelSpec:
     @cached_property
     def _segments(self) -> tuple[_Segment, ...]:
         bounds = [-1, *self.moe_layers]
-        segments = [self._segment_of(self.layers[bounds[j] + 1: bounds[j + 1] + 1])
-                    for j in range(self.num_moe_layers)]
-        segments.append(self._segment_of(self.layers[self.moe_layers[-1] + 1:]))  # the tail
+        segments = [
+            self._segment_of(self.layers[bounds[j] + 1 : bounds[j + 1] + 1]) for j in range(self.num_moe_layers)
+        ]
+        segments.append(self._segment_of(self.layers[self.moe_layers[-1] + 1 :]))  # the tail
         return tuple(segments)
 
     def segment_layers(self, moe_layer: int) -> tuple[int, ...]:
@@ -829,8 +889,13 @@ class ModelSpec:
         return self._segments[self._moe_index(moe_layer)].layers
 
     def _moe_index(self, moe_layer: int) -> int:
-        return F.check_int("moe_layer", moe_layer, minimum=0, maximum=self.num_moe_layers - 1,
-                           expected=f"a MoE-layer (trace-layer) index in 0..{self.num_moe_layers - 1}")
+        return F.check_int(
+            "moe_layer",
+            moe_layer,
+            minimum=0,
+            maximum=self.num_moe_layers - 1,
+            expected=f"a MoE-layer (trace-layer) index in 0..{self.num_moe_layers - 1}",
+        )
 
     def _cost_table(self, fmt: str | WeightFormat | None, kv_format: str) -> _CostTable:
         key = ("costs", _fmt_key(fmt), kv_format)
@@ -859,8 +924,9 @@ class ModelSpec:
             )
         return self._memo[key]
 
-    def dense_layer_flops(self, moe_layer: int, *, batch_size: int = 1,
-                          context_len: int | Sequence[int] | np.ndarray = 0) -> float:
+    def dense_layer_flops(
+        self, moe_layer: int, *, batch_size: int = 1, context_len: int | Sequence[int] | np.ndarray = 0
+    ) -> float:
         """FLOPs of the non-routed work charged to MoE layer ``moe_layer`` for one step.
 
         That is every model layer after MoE layer ``moe_layer - 1``'s experts up to and including
@@ -883,9 +949,15 @@ class ModelSpec:
         """
         return self._step(self._moe_index(moe_layer), batch_size, context_len, 0, None, "bf16")[0]
 
-    def dense_layer_bytes(self, moe_layer: int, *, batch_size: int = 1,
-                          context_len: int | Sequence[int] | np.ndarray = 0,
-                          fmt: str | WeightFormat | None = None, kv_format: str = "bf16") -> int:
+    def dense_layer_bytes(
+        self,
+        moe_layer: int,
+        *,
+        batch_size: int = 1,
+        context_len: int | Sequence[int] | np.ndarray = 0,
+        fmt: str | WeightFormat | None = None,
+        kv_format: str = "bf16",
+    ) -> int:
         """Memory traffic (bytes) of the same work as :meth:`dense_layer_flops`.
 
         Weights are read once per step (in ``fmt``, default ``weight_format``); the KV cache is read
@@ -895,22 +967,36 @@ class ModelSpec:
         """
         return self._step(self._moe_index(moe_layer), batch_size, context_len, 0, fmt, kv_format)[1]
 
-    def head_flops(self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0,
-                   logit_tokens: int | None = None) -> float:
+    def head_flops(
+        self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0, logit_tokens: int | None = None
+    ) -> float:
         """FLOPs after the last MoE layer's experts: any trailing dense layers (for ``batch_size``
         tokens), the final norm and the LM head (for ``logit_tokens``, default ``batch_size``; a
         prefill chunk that does not end its prompt needs none)."""
         return self._step(self.num_moe_layers, batch_size, context_len, logit_tokens, None, "bf16")[0]
 
-    def head_bytes(self, batch_size: int = 1, *, context_len: int | Sequence[int] | np.ndarray = 0,
-                   logit_tokens: int | None = None, fmt: str | WeightFormat | None = None,
-                   kv_format: str = "bf16") -> int:
+    def head_bytes(
+        self,
+        batch_size: int = 1,
+        *,
+        context_len: int | Sequence[int] | np.ndarray = 0,
+        logit_tokens: int | None = None,
+        fmt: str | WeightFormat | None = None,
+        kv_format: str = "bf16",
+    ) -> int:
         """Bytes read and written by the :meth:`head_flops` work (LM head in ``embedding_format``,
         read only when some token needs logits)."""
         return self._step(self.num_moe_layers, batch_size, context_len, logit_tokens, fmt, kv_format)[1]
 
-    def _step(self, index: int, batch_size: int, context_len: object, logit_tokens: int | None,
-              fmt: str | WeightFormat | None, kv_format: str) -> tuple[float, int]:
+    def _step(
+        self,
+        index: int,
+        batch_size: int,
+        context_len: object,
+        logit_tokens: int | None,
+        fmt: str | WeightFormat | None,
+        kv_format: str,
+    ) -> tuple[float, int]:
         """(FLOPs, bytes) of segment ``index`` for one step; the scalar twin of :meth:`step_costs`."""
         batch = _check_batch(batch_size)
         contexts = _check_contexts(context_len, batch)
@@ -931,9 +1017,15 @@ class ModelSpec:
             nbytes += table.head_weight_bytes if logits else 0
         return flops, nbytes
 
-    def step_costs(self, num_tokens: Sequence[int] | np.ndarray, context_lens: Sequence[int] | np.ndarray, *,
-                   logit_tokens: Sequence[int] | np.ndarray | None = None, fmt: str | WeightFormat | None = None,
-                   kv_format: str = "bf16") -> StepCosts:
+    def step_costs(
+        self,
+        num_tokens: Sequence[int] | np.ndarray,
+        context_lens: Sequence[int] | np.ndarray,
+        *,
+        logit_tokens: Sequence[int] | np.ndarray | None = None,
+        fmt: str | WeightFormat | None = None,
+        kv_format: str = "bf16",
+    ) -> StepCosts:
         """Non-routed FLOPs and bytes of many steps at once (vectorised :meth:`dense_layer_flops`,
         :meth:`dense_layer_bytes`, :meth:`head_flops` and :meth:`head_bytes`; equal to them exactly).
 
@@ -950,17 +1042,26 @@ class ModelSpec:
         """
         batch = np.asarray(num_tokens)
         if batch.ndim != 1 or not np.issubdtype(batch.dtype, np.integer) or (batch.size and batch.min() < 1):
-            F.fail("num_tokens", f"expected a 1-D array of integers >= 1 (tokens per step), got {batch.dtype} "
-                                 f"array of shape {batch.shape}")
+            F.fail(
+                "num_tokens",
+                f"expected a 1-D array of integers >= 1 (tokens per step), got {batch.dtype} "
+                f"array of shape {batch.shape}",
+            )
         batch = batch.astype(np.int64)
         contexts = _check_contexts(context_lens, int(batch.sum()))
         if isinstance(contexts, int):  # a scalar for every token of every step
             contexts = np.full(int(batch.sum()), contexts, dtype=np.int64)
         logits = batch if logit_tokens is None else np.asarray(logit_tokens)
-        if logits.shape != batch.shape or not np.issubdtype(logits.dtype, np.integer) or (
-                logits.size and logits.min() < 0):
-            F.fail("logit_tokens", f"expected one non-negative integer per step ({len(batch)}), got "
-                                   f"{logits.dtype} array of shape {logits.shape}")
+        if (
+            logits.shape != batch.shape
+            or not np.issubdtype(logits.dtype, np.integer)
+            or (logits.size and logits.min() < 0)
+        ):
+            F.fail(
+                "logit_tokens",
+                f"expected one non-negative integer per step ({len(batch)}), got "
+                f"{logits.dtype} array of shape {logits.shape}",
+            )
         table = self._cost_table(fmt, kv_format)
         starts = np.concatenate([[0], np.cumsum(batch)[:-1]]).astype(np.int64)
         num_steps, num_segments = len(batch), self.num_moe_layers + 1
@@ -976,8 +1077,12 @@ class ModelSpec:
         nbytes[:, 0] += batch * table.embedding_row_bytes
         flops[:, -1] += logits * table.head_flops_per_logit
         nbytes[:, -1] += np.where(logits > 0, table.head_weight_bytes, 0)
-        return StepCosts(dense_flops=_readonly(flops[:, :-1]), dense_bytes=_readonly(nbytes[:, :-1]),
-                         head_flops=_readonly(flops[:, -1]), head_bytes=_readonly(nbytes[:, -1]))
+        return StepCosts(
+            dense_flops=_readonly(flops[:, :-1]),
+            dense_bytes=_readonly(nbytes[:, :-1]),
+            head_flops=_readonly(flops[:, -1]),
+            head_bytes=_readonly(nbytes[:, -1]),
+        )
 
     # ------------------------------------------------------------------ display
     def summary(self) -> dict[str, Any]:
@@ -1012,7 +1117,7 @@ def _check_batch(batch_size: object) -> int:
 def _check_contexts(context_len: object, batch: int) -> int | np.ndarray:
     if isinstance(context_len, (int, np.integer)) and not isinstance(context_len, bool):
         return F.check_int("context_len", context_len, minimum=0)
-    if isinstance(context_len, (str, bytes)) or isinstance(context_len, bool):
+    if isinstance(context_len, (str, bytes, bool)):
         F.fail("context_len", f"expected a non-negative integer or one per token, got {context_len!r}")
     try:
         contexts = np.asarray(context_len)
@@ -1021,8 +1126,10 @@ def _check_contexts(context_len: object, batch: int) -> int | np.ndarray:
     if contexts.ndim != 1 or len(contexts) != batch:
         F.fail("context_len", f"expected one value per token ({batch}), got shape {contexts.shape}")
     if contexts.size and (not np.issubdtype(contexts.dtype, np.integer) or contexts.min() < 0):
-        F.fail("context_len", f"expected non-negative integers, got {contexts.dtype} values "
-                              f"{contexts.min()}..{contexts.max()}")
+        F.fail(
+            "context_len",
+            f"expected non-negative integers, got {contexts.dtype} values {contexts.min()}..{contexts.max()}",
+        )
     return contexts.astype(np.int64, copy=False)
 
 
