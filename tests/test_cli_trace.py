@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from moesim import Trace, read_trace, write_trace
 from moesim.cli import main
@@ -269,3 +269,99 @@ def test_convert_refuses_bad_output_names(capsys, tmp_path):
     write_trace(read_trace(SHIPPED).select(seqs=[0]), same)
     code, _, err = run(capsys, "trace", "convert", same, same, "--force")
     assert code == 2 and f"'{same}' is also the input; write to another file" in err
+
+
+# ---------------------------------------------------------------------- checks behind validate
+from hypothesis import strategies as st  # noqa: E402
+
+from moesim.errors import TraceError  # noqa: E402
+from moesim.kernels.trace_checks import rows_repeat_an_id  # noqa: E402
+from moesim.trace import validate  # noqa: E402
+from tests import naive  # noqa: E402
+
+
+@st.composite
+def id_rows(draw, top_k):
+    """int16 ids ``[rows, k]`` with rows * k a multiple of 4 (whole 64-bit words), often with repeats."""
+    unit = 4 // np.gcd(top_k, 4)
+    rows = unit * draw(st.integers(0, 40 // unit))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        ids = rng.integers(-2**15, 2**15, size=(rows, top_k))
+    else:
+        num_experts = draw(st.integers(top_k, 3 * top_k))
+        ids = np.argsort(rng.random((rows, num_experts)), axis=1)[:, :top_k]
+        ids[rng.random(ids.shape) < 0.1] = -1
+        if rows and top_k > 1 and draw(st.booleans()):
+            row, a, b = rng.integers(rows), *rng.choice(top_k, 2, replace=False)
+            ids[row, a] = ids[row, b]
+    return ids.astype(np.int16)
+
+
+def _screen(ids):
+    top_k = ids.shape[1]
+    words = ids.reshape(-1).view(np.uint64)
+    masks = validate.row_masks(top_k)
+    return bool(rows_repeat_an_id(words, top_k, masks)), naive.rows_repeat_an_id(words, top_k, masks)
+
+
+@pytest.mark.parametrize("top_k", range(1, 13))
+@settings(max_examples=25)
+@given(data=st.data())
+def test_repeat_screening_kernel_equals_its_twin(top_k, data):
+    kernel, twin = _screen(data.draw(id_rows(top_k)))
+    assert kernel == twin
+
+
+@pytest.mark.parametrize("top_k", range(2, 13))
+def test_repeat_screening_finds_every_slot_pair_in_every_row(top_k):
+    # Rows fill whole words after 4 / gcd(k, 4) rows; two such groups cover every lane alignment.
+    rows = 2 * (4 // np.gcd(top_k, 4))
+    distinct = np.arange(rows * top_k, dtype=np.int16).reshape(rows, top_k)
+    assert _screen(distinct) == (False, False)
+    assert _screen(np.full_like(distinct, -1)) == (False, False)  # empty slots may repeat
+    for row in range(rows):
+        for a in range(top_k):
+            for b in range(a + 1, top_k):
+                ids = distinct.copy()
+                ids[row, b] = ids[row, a]
+                assert _screen(ids) == (True, True), (row, a, b)
+                ids[row, a] = ids[row, b] = -1
+                assert _screen(ids) == (False, False), (row, a, b)
+
+
+def _message(call):
+    try:
+        call()
+    except TraceError as exc:
+        return str(exc)
+    return None
+
+
+@given(traces(max_tokens=30, max_layers=3, max_experts=12, optional_columns=False), st.data())
+def test_screened_validation_gives_the_exact_messages(monkeypatch_module, trace, data):
+    experts = trace.experts.copy()
+    if experts.size and trace.top_k > 1 and data.draw(st.booleans()):
+        for _ in range(data.draw(st.integers(1, 3))):  # repeats in several slot pairs and rows
+            t, layer = data.draw(st.integers(0, trace.num_tokens - 1)), data.draw(st.integers(0, trace.num_layers - 1))
+            a, b = data.draw(st.lists(st.integers(0, trace.top_k - 1), min_size=2, max_size=2, unique=True))
+            experts[t, layer, a] = max(experts[t, layer, b], 0)
+    weights = np.abs(np.random.default_rng(0).standard_normal(experts.shape)).astype(np.float32)
+    if weights.size and data.draw(st.booleans()):
+        weights.reshape(-1)[data.draw(st.integers(0, weights.size - 1))] = data.draw(
+            st.sampled_from([np.nan, np.inf, -np.inf, -0.5, -0.0]))
+
+    def run_checks():
+        validate.check_expert_ids("trace", "experts", experts, trace.num_experts)
+        validate.check_weights("trace", weights)
+
+    monkeypatch_module.setattr(validate, "SCREEN_MIN_ENTRIES", 2**62)
+    exact = _message(run_checks)
+    monkeypatch_module.setattr(validate, "SCREEN_MIN_ENTRIES", 0)
+    assert _message(run_checks) == exact
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

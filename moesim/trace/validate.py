@@ -6,12 +6,18 @@ Row numbers are the row indices the caller passed in (file order when reading).
 
 from __future__ import annotations
 
+import functools
+import math
+import sys
+
 import numpy as np
 
 from moesim.errors import TraceError
 from moesim.trace.schema import PHASES
 
 _INT16_MAX = np.iinfo(np.int16).max
+# Below this many ids the exact numpy search is quick, and numba is not worth loading.
+SCREEN_MIN_ENTRIES = 1 << 20
 
 
 def fail(where: str, message: str) -> None:
@@ -49,6 +55,8 @@ def check_expert_ids(where: str, column: str, experts: np.ndarray, num_experts: 
             f"expert ids are 0..{num_experts - 1}, and -1 marks an empty slot",
         )
     width = experts.shape[2]
+    if width < 2 or not _may_repeat(experts):
+        return
     for i in range(width):
         a = experts[:, :, i]
         for j in range(i + 1, width):
@@ -62,8 +70,60 @@ def check_expert_ids(where: str, column: str, experts: np.ndarray, num_experts: 
                 )
 
 
+def _may_repeat(experts: np.ndarray) -> bool:
+    """False when the screening kernel proves that no token repeats an expert at any layer.
+
+    True (for small or unusual arrays, or when the kernel finds a repeat) sends the caller to the
+    exact search, which locates the first repeat for the message.
+    """
+    if (
+        experts.size < SCREEN_MIN_ENTRIES
+        or experts.dtype != np.int16
+        or not experts.flags.c_contiguous
+        or sys.byteorder != "little"
+    ):
+        return True
+    from moesim.kernels.trace_checks import rows_repeat_an_id
+
+    width = experts.shape[2]
+    flat = experts.reshape(-1)
+    # The kernel reads whole rows as 64-bit words: a multiple of 4 / gcd(k, 4) rows.
+    rows = len(flat) // width
+    head_rows = rows - rows % (4 // math.gcd(width, 4))
+    head = flat[: head_rows * width]
+    if head.ctypes.data % 8:
+        head = head.copy()
+    if rows_repeat_an_id(head.view(np.uint64), width, row_masks(width)):
+        return True
+    for row in flat[head_rows * width :].reshape(-1, width).tolist():
+        ids = [x for x in row if x >= 0]
+        if len(set(ids)) != len(ids):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def row_masks(top_k: int) -> np.ndarray:
+    """uint64 ``[top_k - 1, period]``: which lanes of a word pair with the lane ``d`` further on in one row.
+
+    Bit 15 of lane j of ``row_masks(k)[d - 1, p]`` is set iff id ``4p + j`` and id ``4p + j + d``
+    belong to the same row of k ids; the pattern repeats every ``period = k / gcd(k, 4)`` words.
+    """
+    period = top_k // math.gcd(top_k, 4)
+    masks = np.zeros((max(top_k - 1, 0), period), dtype=np.uint64)
+    for distance in range(1, top_k):
+        for phase in range(period):
+            lanes = [j for j in range(4) if (4 * phase + j) % top_k + distance < top_k]
+            masks[distance - 1, phase] = sum(0x8000 << (16 * j) for j in lanes)
+    masks.flags.writeable = False
+    return masks
+
+
 def check_weights(where: str, weights: np.ndarray) -> None:
     if weights.size == 0:
+        return
+    low, high = weights.min(), weights.max()
+    if low >= 0 and high < np.inf:  # NaN fails both comparisons
         return
     bad = ~np.isfinite(weights)
     if bad.any():
