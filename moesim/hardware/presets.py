@@ -32,7 +32,7 @@ from moesim.hardware.spec import (
     _prefix,
     override_hardware,
 )
-from moesim.models import _fields as F
+from moesim import fields as F
 from moesim.policies.registry import Registry
 
 GPUS: Registry[GPUSpec] = Registry("GPU preset")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moesim import units
-from moesim.models import _fields as F
+from moesim import fields as F
 
 # Tensor/vector math dtypes a FLOP/s table may list.
 FLOPS_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")

@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from moesim.models import _fields as F
+from moesim import fields as F
 from moesim.policies.registry import Registry
 
 _WHERE = "format"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moesim.models import _fields as F
+from moesim import fields as F
 from moesim.models.presets import get_model
 from moesim.models.spec import ModelSpec
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from moesim.models import _fields as F
+from moesim import fields as F
 from moesim.models.formats import WeightFormat, get_format, kv_bytes_per_element
 
 _WHERE = "model"
@@ -917,7 +917,9 @@ class ModelSpec:
                 kv_per_key=kv,
                 state_elements=np.array([seg.state_elements for seg in segments], dtype=np.int64),
                 weight_bytes=np.array([seg.weights.nbytes(dense) for seg in segments], dtype=np.int64),
-                head_weight_bytes=self._head.nbytes(emb),
+                # A tied LM head has no parameters of its own but still reads the embedding matrix.
+                head_weight_bytes=self._head.nbytes(emb)
+                + (emb.matrix_bytes(self.vocab_size, self.hidden_size) if self.tie_word_embeddings else 0),
                 head_flops_per_logit=self.lm_head_flops_per_token,
                 embedding_row_bytes=emb.matrix_bytes(1, self.hidden_size),
                 kv_element_bytes=kv_bytes_per_element(kv_format),
@@ -1017,15 +1019,10 @@ class ModelSpec:
             nbytes += table.head_weight_bytes if logits else 0
         return flops, nbytes
 
-    def step_costs(
-        self,
-        num_tokens: Sequence[int] | np.ndarray,
-        context_lens: Sequence[int] | np.ndarray,
-        *,
-        logit_tokens: Sequence[int] | np.ndarray | None = None,
-        fmt: str | WeightFormat | None = None,
-        kv_format: str = "bf16",
-    ) -> StepCosts:
+    def step_costs(self, num_tokens: Sequence[int] | np.ndarray, context_lens: Sequence[int] | np.ndarray, *,
+                   logit_tokens: Sequence[int] | np.ndarray | None = None, fmt: str | WeightFormat | None = None,
+                   kv_format: str = "bf16", read_context_lens: Sequence[int] | np.ndarray | None = None,
+                   reads_per_step: Sequence[int] | np.ndarray | None = None) -> StepCosts:
         """Non-routed FLOPs and bytes of many steps at once (vectorised :meth:`dense_layer_flops`,
         :meth:`dense_layer_bytes`, :meth:`head_flops` and :meth:`head_bytes`; equal to them exactly).
 
@@ -1039,6 +1036,10 @@ class ModelSpec:
             Tokens per step that need logits (default ``num_tokens``).
         fmt, kv_format : str
             Weight format of the non-expert matrices (default ``weight_format``) and KV-cache format.
+        read_context_lens, reads_per_step : int arrays ``[R]`` and ``[S]``, optional
+            When given, the KV cache is read ``read_context_lens`` keys at a time, ``reads_per_step``
+            reads per step, instead of once per token: e.g. one read per sequence and step, as a
+            flash-attention kernel serving a whole prefill chunk does. FLOPs are unchanged.
         """
         batch = np.asarray(num_tokens)
         if batch.ndim != 1 or not np.issubdtype(batch.dtype, np.integer) or (batch.size and batch.min() < 1):
@@ -1067,10 +1068,24 @@ class ModelSpec:
         num_steps, num_segments = len(batch), self.num_moe_layers + 1
         flops = batch[:, None] * table.flops_per_token[None, :]
         kv_elements = np.zeros((num_steps, num_segments), dtype=np.int64)
+        read_lens, read_starts = contexts, starts
+        if read_context_lens is not None or reads_per_step is not None:
+            reads = np.asarray(reads_per_step)
+            if reads.shape != batch.shape or not np.issubdtype(reads.dtype, np.integer) or (
+                    reads.size and reads.min() < 1):
+                F.fail("reads_per_step", f"expected one integer >= 1 per step ({len(batch)}), got "
+                                         f"{reads.dtype} array of shape {reads.shape}")
+            read_lens = _check_contexts(read_context_lens, int(reads.sum()))
+            if isinstance(read_lens, int):
+                read_lens = np.full(int(reads.sum()), read_lens, dtype=np.int64)
+            read_starts = np.concatenate([[0], np.cumsum(reads)[:-1]]).astype(np.int64)
         for w, window in enumerate(table.windows):
             capped = contexts if window is None else np.minimum(contexts, window)
             keys = np.add.reduceat(capped, starts) if num_steps else np.zeros(0, dtype=np.int64)
             flops = flops + keys[:, None] * table.score_per_key[w][None, :]
+            if read_lens is not contexts:
+                capped = read_lens if window is None else np.minimum(read_lens, window)
+                keys = np.add.reduceat(capped, read_starts) if num_steps else np.zeros(0, dtype=np.int64)
             kv_elements += table.kv_per_key[w][None, :] * (keys + batch)[:, None]
         kv_elements += 2 * batch[:, None] * table.state_elements[None, :]
         nbytes = table.weight_bytes[None, :] + kv_elements * table.kv_element_bytes

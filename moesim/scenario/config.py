@@ -28,7 +28,7 @@ from typing import Any
 
 from moesim.errors import ConfigError
 from moesim.models import ModelSpec, model_from_config
-from moesim.models import _fields as F
+from moesim import fields as F
 from moesim.scenario.overrides import apply_overrides
 from moesim.units import parse_bytes, parse_duration
 

@@ -1,4 +1,4 @@
-"""Field checks and mapping -> dataclass construction shared by the model and hardware specs.
+"""Field checks and mapping -> dataclass construction shared by all configuration (models, hardware, scenarios).
 
 Every failure is a :class:`~moesim.errors.ConfigError` whose message starts with the dotted path of
 the field (``model.top_k: expected 1..num_experts (64), got 0``). A spec class validates itself in
