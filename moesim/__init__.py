@@ -19,6 +19,15 @@ _LAZY = {
     "metrics": "moesim.metrics",
     "hit_curve": "moesim.metrics",
     "srp": "moesim.metrics",
+    "models": "moesim.models",
+    "hardware": "moesim.hardware",
+    "get_model": "moesim.models",
+    "get_hardware": "moesim.hardware",
+    "ModelSpec": "moesim.models",
+    "HardwareSpec": "moesim.hardware",
+    "scenario": "moesim.scenario",
+    "load_scenario": "moesim.scenario",
+    "sim": "moesim.sim",
 }
 
 __all__ = [

@@ -17,6 +17,8 @@ _BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _QUANTITY = re.compile(r"^\s*" + _NUMBER + r"\s*([A-Za-z/µ]*)\s*$")
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+# Sub-second units divide (5 / 1e6 == 5e-06 exactly, 5 * 1e-6 is not).
+_PER_SECOND = {"ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
 
 
 def _split(text: str, field: str, example: str) -> tuple[float, str]:
@@ -89,7 +91,8 @@ def parse_duration(value: object, field: str = "value", *, allow_zero: bool = Tr
         raise ConfigError(
             f"{field}: unknown time unit {unit!r} in {value!r}; use one of {', '.join(_TIME)}"
         )
-    return _check(number * _TIME[unit], field, value, allow_zero=allow_zero)
+    seconds = number / _PER_SECOND[unit] if unit in _PER_SECOND else number * _TIME[unit]
+    return _check(seconds, field, value, allow_zero=allow_zero)
 
 
 def parse_flops(value: object, field: str = "value", *, allow_zero: bool = False) -> float:
