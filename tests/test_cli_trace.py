@@ -104,7 +104,19 @@ def test_empty_and_single_token_traces_have_nan_statistics():
     empty = Trace.from_arrays(np.zeros((0, 2, 1), dtype=np.int16), num_experts=4)
     popularity = expert_popularity(empty)
     assert popularity.counts.shape == (2, 4) and np.isnan(popularity.entropy).all()
-    assert np.isnan(popularity.load_balance_model)
+    assert np.isnan(popularity.load_balance_model) and popularity.top_expert.tolist() == [-1, -1]
+
+
+def test_info_on_a_trace_without_token_pairs(capsys, tmp_path):
+    path = write_trace(Trace.from_arrays(np.zeros((0, 2, 1), dtype=np.int16), num_experts=4), tmp_path / "e.arrow")
+    code, out, err = run(capsys, "trace", "info", path)
+    assert (code, err) == (0, "")
+    assert "tokens        0 (prefill 0, decode 0)" in out
+    assert out.splitlines()[-1] == "reuse: no token has a previous token in its sequence"
+    code, out, _ = run(capsys, "trace", "info", path, "--json")
+    info = json.loads(out)
+    assert info["layers"][0]["top_expert"] == -1 and info["layers"][0]["reuse"] is None
+    assert info["overall"]["reuse"] is None and info["overall"]["unused_experts"] == 8
 
 
 # ---------------------------------------------------------------------- info

@@ -69,8 +69,10 @@ class ExpertPopularity:
 
     @property
     def top_expert(self) -> np.ndarray:
-        """int64 ``[L]``: the most popular expert of each layer (lowest id on ties)."""
-        return np.argmax(self.counts, axis=1)
+        """int64 ``[L]``: the most popular expert of each layer (lowest id on ties; -1 if none routed)."""
+        if not self.num_experts:
+            return np.full(self.num_layers, -1, dtype=np.int64)
+        return np.where(self.routed > 0, np.argmax(self.counts, axis=1), -1)
 
     @property
     def top_share(self) -> np.ndarray:

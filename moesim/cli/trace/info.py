@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from moesim.cli._common import format_table, print_json
 from moesim.cli.trace.convert import add_input_arguments, read_input
 
@@ -91,9 +93,7 @@ def trace_info(trace) -> dict[str, Any]:
 _SHAPE_KEYS = ("num_experts", "top_k", "num_layers", "model", "moe_layers")
 
 
-def _mean(values) -> float:
-    import numpy as np
-
+def _mean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if len(finite) else float("nan")
 
@@ -179,9 +179,14 @@ def render_text(path: Path, info: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"reuse {overall['reuse']:.4f} vs uniform {overall['reuse_uniform']:.4f}: "
-        f"{overall['reuse_lift']:.2f}x the temporal locality of independent routing",
     ]
+    if overall["reuse"] == overall["reuse"]:  # not NaN: some token has a predecessor
+        lines.append(
+            f"reuse {overall['reuse']:.4f} vs uniform {overall['reuse_uniform']:.4f}: "
+            f"{overall['reuse_lift']:.2f}x the temporal locality of independent routing"
+        )
+    else:
+        lines.append("reuse: no token has a previous token in its sequence")
     return "\n".join(lines)
 
 
