@@ -215,7 +215,9 @@ def _layer_names(where: str, layers: dict[str, Any], num_layers: int | None) -> 
 
 def _parse_layer(where: str, record: object, num_experts: int, top_k: int | None) -> tuple[list[int], list[float]]:
     if not isinstance(record, dict):
-        raise TraceError(f"{where}: expected an object with 'selected_experts' and 'selected_probs', got {_describe(record)}")
+        raise TraceError(
+            f"{where}: expected an object with 'selected_experts' and 'selected_probs', got {_describe(record)}"
+        )
     ids = record.get("selected_experts")
     probs = record.get("selected_probs")
     for name, value in (("selected_experts", ids), ("selected_probs", probs)):

@@ -155,7 +155,9 @@ def _read_lines(path: Path) -> _Columns:
             except _DuplicateKey as exc:
                 raise TraceError(f"{where}: field '{exc.args[0]}' appears twice") from None
             except json.JSONDecodeError as exc:
-                raise TraceError(f"{where}: not valid JSON ({exc.msg} at column {exc.pos + 1}); one JSON object per line") from None
+                raise TraceError(
+                    f"{where}: not valid JSON ({exc.msg} at column {exc.pos + 1}); one JSON object per line"
+                ) from None
             except UnicodeDecodeError:
                 raise TraceError(f"{where}: not UTF-8 text") from None
             if not isinstance(record, dict):

@@ -179,7 +179,10 @@ def require_num_experts(fmt: str, path: Path, num_experts: object, largest_id: i
     uniform baselines, so formats without the information insist on being told.
     """
     if num_experts is None:
-        hint = f"the largest id in the file is {largest_id}, so at least {largest_id + 1}" if largest_id >= 0 else "the file routes to no expert"
+        if largest_id >= 0:
+            hint = f"the largest id in the file is {largest_id}, so at least {largest_id + 1}"
+        else:
+            hint = "the file routes to no expert"
         raise ConfigError(
             f"format '{fmt}': option 'num_experts' is required for '{path}' (routed experts per MoE "
             f"layer of the model; {hint}); pass num_experts=E or --num-experts E"
