@@ -134,7 +134,8 @@ def test_info_json_on_the_fixture_has_hand_computed_values(capsys):
     assert info["metadata"] == {"source": {"file": str(JSONL), "format": "jsonl"}}
     layer0, layer1 = info["layers"]
     # layer 0: expert 5 in 3 of 10 slots, expert 7 never; reuse 1+1 (seq 7) + 1 (seq 3) of 6 slots
-    assert (layer0["model_layer"], layer0["top_expert"], layer0["top_share"], layer0["unused_experts"]) == (1, 5, 0.3, 1)
+    assert (layer0["model_layer"], layer0["top_expert"], layer0["unused_experts"]) == (1, 5, 1)
+    assert layer0["top_share"] == 0.3
     assert (layer0["reuse"], layer0["reuse_uniform"]) == (0.5, 0.25)
     # layer 1: expert 1 in 3 of 9 slots; reuse 2 + 1 + 1 of 2 + 2 + 1 slots (token 4 has an empty slot)
     assert (layer1["top_expert"], layer1["top_share"], layer1["unused_experts"]) == (1, 1 / 3, 3)
@@ -256,11 +257,13 @@ def test_convert_importer_options(capsys, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--force", "--from", "csv"], "unknown trace format 'csv'; valid formats: gptoss-json, jsonl, moesim, npy, npz"),
+        (["--force", "--from", "csv"],
+         "unknown trace format 'csv'; valid formats: gptoss-json, jsonl, moesim, npy, npz"),
         ([], "'{out}' exists; pass --force to replace it"),
         (["--force", "-o", "phase"], "--option 'phase': expected KEY=VALUE, e.g. --option phase=prefill"),
         (["--force", "-o", "num_experts=8"], "--option num_experts=... repeats --num-experts; give it once"),
-        (["--force", "-o", "bogus=1"], "format 'jsonl': unknown option(s) 'bogus'; valid options: num_experts, model, metadata"),
+        (["--force", "-o", "bogus=1"],
+         "format 'jsonl': unknown option(s) 'bogus'; valid options: num_experts, model, metadata"),
         (["--force", "--meta", "top_k=3"], "metadata key(s) ['top_k'] are reserved; pass them as arguments"),
     ],
 )

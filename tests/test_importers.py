@@ -77,7 +77,8 @@ def test_registry_lists_and_infers_formats(tmp_path):
          r"^format 'jsonl': unknown option\(s\) 'experts'; valid options: num_experts, model, metadata$"),
         (lambda: import_trace(Path("x.csv")), ConfigError,
          r"^'x.csv': the file name matches no format; give the format \(--from NAME\); known: gptoss-json \(\.json\), "
-         r"jsonl \(\.jsonl \.ndjson\), moesim \(\.parquet \.pq \.arrow \.ipc \.feather\), npy \(\.npy\), npz \(\.npz\)$"),
+         r"jsonl \(\.jsonl \.ndjson\), moesim \(\.parquet \.pq \.arrow \.ipc \.feather\), "
+         r"npy \(\.npy\), npz \(\.npz\)$"),
         (lambda: import_trace(GPTOSS), ConfigError,
          r"is a directory: say which format it holds \(--from NAME\); formats that read directories: gptoss-json$"),
         (lambda: import_trace(FIXTURES / "absent.jsonl", num_experts=8), TraceError,
@@ -229,37 +230,57 @@ def _all_records(**changes):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (_case(2, expert=[1, 2]), r"line 3: unknown field 'expert'; expected seq, pos, layer, experts, weights, phase$"),
-        (_case(3, raw='{"seq": 7, "pos": 11,'), r"line 4: not valid JSON \(Expecting property name enclosed in double quotes at column 22\); one JSON object per line$"),
+        (_case(2, expert=[1, 2]),
+         r"line 3: unknown field 'expert'; expected seq, pos, layer, experts, weights, phase$"),
+        (_case(3, raw='{"seq": 7, "pos": 11,'),
+         r"line 4: not valid JSON \(Expecting property name enclosed in double quotes at column 22\); one JSON "
+         r"object per line$"),
         (_case(3, raw='[1, 2]'), r"line 4: expected a JSON object, got a JSON list$"),
-        (_case(3, raw='{"seq": 7, "seq": 8, "pos": 1, "layer": 1, "experts": [1, 2]}'), r"line 4: field 'seq' appears twice$"),
+        (_case(3, raw='{"seq": 7, "seq": 8, "pos": 1, "layer": 1, "experts": [1, 2]}'),
+         r"line 4: field 'seq' appears twice$"),
         (_case(0, pos=_DROP), r"line 1: missing field 'pos'; every record needs seq, pos, layer, experts$"),
         (_case(0, pos=None), r"line 1: missing field 'pos'; every record needs seq, pos, layer, experts$"),
         (_case(7, pos=1.5), r"line 8: field 'pos' is 1.5, expected an integer$"),
         (_case(7, layer=True), r"line 8: field 'layer' is True, expected an integer$"),
         (_case(7, seq=2**70), r"line 8: field 'seq' is 1180591620717411303424, expected an integer$"),
-        (_case(4, experts=[1, "2"]), r"line 5: field 'experts' is \[1, \"2\"\], expected a list of integer expert ids$"),
-        (_case(4, experts=[1, None]), r"line 5: field 'experts' is \[1, null\], expected a list of integer expert ids$"),
+        (_case(4, experts=[1, "2"]),
+         r"line 5: field 'experts' is \[1, \"2\"\], expected a list of integer expert ids$"),
+        (_case(4, experts=[1, None]),
+         r"line 5: field 'experts' is \[1, null\], expected a list of integer expert ids$"),
         (_case(4, weights=[0.5, "x"]), r"line 5: field 'weights' is \[0.5, \"x\"\], expected a list of numbers$"),
         (_case(4, phase="generate"), r"line 5: field 'phase' is \"generate\", expected one of prefill, decode$"),
-        (_case(4, experts=[1, 2, 3], weights=[0.5, 0.25, 0.25]), r"line 5: 3 experts, expected 2 like the first record; every record needs the same number of slots \(pad with -1\)$"),
+        (_case(4, experts=[1, 2, 3], weights=[0.5, 0.25, 0.25]),
+         r"line 5: 3 experts, expected 2 like the first record; every record needs the same number of slots \(pad "
+         r"with -1\)$"),
         (_all_records(experts=[]), r"line 1: field 'experts' is empty; list the token's routed experts$"),
         (_case(4, weights=[1.0]), r"line 5: 1 weights for 2 experts; give one weight per expert$"),
-        (_case(4, weights=_DROP), r"line 5: no field 'weights', but line 1 has it; give weights on every record or on none$"),
-        (_case(0, weights=_DROP), r"line 1: no field 'weights', but line 2 has it; give weights on every record or on none$"),
-        (_case(8, weights=[-0.5, 1.0]), r"line 9: weights \[-0.5, 1.0\] are not all finite and >= 0; store the router's gate \(softmax\) weights$"),
+        (_case(4, weights=_DROP),
+         r"line 5: no field 'weights', but line 1 has it; give weights on every record or on none$"),
+        (_case(0, weights=_DROP),
+         r"line 1: no field 'weights', but line 2 has it; give weights on every record or on none$"),
+        (_case(8, weights=[-0.5, 1.0]),
+         r"line 9: weights \[-0.5, 1.0\] are not all finite and >= 0; store the router's gate \(softmax\) weights$"),
         (_case(8, raw='{"seq": 7, "pos": 11, "layer": 3, "experts": [1, 0], "weights": [NaN, 0.5], "phase": "decode"}'),
          r"line 9: weights \[nan, 0.5\] are not all finite and >= 0"),
-        (_case(9, phase=_DROP), r"line 10: no field 'phase', but line 1 has it; give the phase on every record or on none \(default decode\)$"),
+        (_case(9, phase=_DROP),
+         r"line 10: no field 'phase', but line 1 has it; give the phase on every record or on none \(default "
+         r"decode\)$"),
         (_case(1, pos=-3), r"line 2: field 'pos' is -3, expected 0..2147483647$"),
         (_case(1, layer=2**31), r"line 2: field 'layer' is 2147483648, expected 0..2147483647$"),
-        (_case(3, experts=[8, 1]), r"line 4: expert 8 is not an id 0..7 \(-1 marks an empty slot\); if the model has more experts pass num_experts$"),
+        (_case(3, experts=[8, 1]),
+         r"line 4: expert 8 is not an id 0..7 \(-1 marks an empty slot\); if the model has more experts pass "
+         r"num_experts$"),
         (_case(3, experts=[-2, 1]), r"line 4: expert -2 is not an id 0\.\.7"),
         (_case(3, experts=[4, 4]), r"line 4: expert 4 appears twice in \[4, 4\]; a token's experts are distinct$"),
         (_duplicate_line(2), r"line 12: second record for seq 7 pos 11 layer 1 \(the first is on line 3\)$"),
-        (_drop_line(1), r"line 7: seq 3 pos 0 has no record for layer 1; every token needs one record for each of the 2 layers in the file \(1, 3\)$"),
-        (_case(2, layer=5), r"line 1: seq 7 pos 10 has no record for layer 5; every token needs one record for each of the 3 layers in the file \(1, 3, 5\)$"),
-        (_case(6, phase="decode"), r"line 7: phase 'decode', but line 1 gives 'prefill' for seq 7 pos 10; a token has one phase$"),
+        (_drop_line(1),
+         r"line 7: seq 3 pos 0 has no record for layer 1; every token needs one record for each of the 2 layers in "
+         r"the file \(1, 3\)$"),
+        (_case(2, layer=5),
+         r"line 1: seq 7 pos 10 has no record for layer 5; every token needs one record for each of the 3 layers in "
+         r"the file \(1, 3, 5\)$"),
+        (_case(6, phase="decode"),
+         r"line 7: phase 'decode', but line 1 gives 'prefill' for seq 7 pos 10; a token has one phase$"),
         (lambda: ["", "  "], r"no records; expected one JSON object per line with seq, pos, layer, experts$"),
     ],
 )
@@ -273,9 +294,11 @@ def test_jsonl_errors_name_file_and_line(tmp_path, build, message):
 
 
 def test_jsonl_needs_num_experts():
-    with pytest.raises(ConfigError, match=r"option 'num_experts' is required for '.*routing.jsonl' \(routed experts per "
-                                          r"MoE layer of the model; the largest id in the file is 7, so at least 8\); "
-                                          r"pass num_experts=E or --num-experts E$"):
+    message = (
+        r"option 'num_experts' is required for '.*routing.jsonl' \(routed experts per MoE layer of the model; the "
+        r"largest id in the file is 7, so at least 8\); pass num_experts=E or --num-experts E$"
+    )
+    with pytest.raises(ConfigError, match=message):
         import_trace(JSONL)
 
 
@@ -291,7 +314,8 @@ def test_npz_fixture_and_agreement_with_jsonl():
 def test_npy_fixture_one_sequence_with_phase_options():
     path = FIXTURES / "routing.npy"
     trace = import_trace(path, num_experts=8)
-    assert trace.equals(_expected("npy", path, seq_ids=None, positions=None, phases=None, weights=None, moe_layers=None))
+    bare = dict(seq_ids=None, positions=None, phases=None, weights=None, moe_layers=None)
+    assert trace.equals(_expected("npy", path, **bare))
     assert import_trace(path, "npy", num_experts=8, phase="prefill").phase_counts() == {"prefill": 5, "decode": 0}
     prompt = import_trace(path, num_experts=8, prompt_tokens=2)
     assert prompt.phases.tolist() == [0, 0, 1, 1, 1]
@@ -324,7 +348,8 @@ def _save(tmp_path, name, **arrays):
          r"no 'experts' array \(found weights\); save the \[tokens, layers, top_k\] expert ids"),
         ("t.npy", dict(experts=fx.EXPERTS[:, 0, :]), {}, TraceError,
          r"array 'experts' has shape \(5, 2\), expected \[tokens, layers, top_k\]; add the missing axis"),
-        ("t.npy", dict(experts=fx.WEIGHTS), {}, TraceError, r"array 'experts' has dtype float32, expected integer expert ids"),
+        ("t.npy", dict(experts=fx.WEIGHTS), {}, TraceError,
+         r"array 'experts' has dtype float32, expected integer expert ids"),
         ("t.npy", dict(experts=fx.EXPERTS), {"num_experts": None}, ConfigError,
          r"option 'num_experts' is required for '.*t.npy' \(.*the largest id in the file is 7, so at least 8\)"),
         ("t.npy", dict(experts=fx.EXPERTS), {"num_experts": 7}, TraceError,
@@ -447,7 +472,8 @@ def _extra_layer(document):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (_rename_token, r"router_data\[1\]: token_43 follows token_40; positions must be contiguous \(expected token_41\)$"),
+        (_rename_token,
+         r"router_data\[1\]: token_43 follows token_40; positions must be contiguous \(expected token_41\)$"),
         (_drop_layer, r"router_data\[1\] token_41: missing layer_23; every token needs layer_0..layer_23$"),
         (_extra_layer, r"router_data\[0\] token_40: unexpected layer_24; every token needs layer_0..layer_23$"),
         (lambda d: _layer(d, 1, 5).update(selected_experts=[1, 2, 3]),
@@ -467,8 +493,10 @@ def _extra_layer(document):
         (lambda d: _layer(d, 0, 3).pop("selected_probs"), r"layer_3: 'selected_probs' is missing, expected a list$"),
         (_set(["router_data", 0], {"tok_40": {}}), r"router_data\[0\]: key 'tok_40' is not 'token_<pos>'$"),
         (_set(["router_data", 0], {"token_40": {}, "token_41": {}}),
-         r"router_data\[0\]: expected an object with one key 'token_<pos>', got an object with keys \['token_40', 'token_41'\]$"),
-        (_set(["router_data"], []), r": 'router_data' is empty \(the prompt produced no decode step\); remove the file$"),
+         r"router_data\[0\]: expected an object with one key 'token_<pos>', got an object with keys "
+         r"\['token_40', 'token_41'\]$"),
+        (_set(["router_data"], []),
+         r": 'router_data' is empty \(the prompt produced no decode step\); remove the file$"),
         (lambda d: d.pop("router_data"), r": no 'router_data'; a GPT-OSS fingerprinting file has 'router_data'"),
         (_set(["row_index"], "12"), r": field 'row_index' is '12', expected a JSON int$"),
     ],
