@@ -28,6 +28,7 @@ _LAZY = {
     "scenario": "moesim.scenario",
     "load_scenario": "moesim.scenario",
     "sim": "moesim.sim",
+    "import_trace": "moesim.trace.importers",
 }
 
 __all__ = [

@@ -31,7 +31,9 @@ def _as_int_array(where: str, column: str, values: object, dtype: type, ndim: in
         else:
             check.fail(where, f"column '{column}': expected integers, got dtype {array.dtype}")
     info = np.iinfo(dtype)
-    if array.size and (array.min() < info.min or array.max() > info.max):
+    if array.size and not np.can_cast(array.dtype, dtype, casting="safe") and (
+        array.min() < info.min or array.max() > info.max
+    ):
         check.fail(
             where,
             f"column '{column}': values {array.min()}..{array.max()} do not fit {np.dtype(dtype)}",
