@@ -455,6 +455,17 @@ def test_training_mode_and_unsupported_architecture_are_refused(hf):
         assert f"({name})" in message
 
 
+def test_router_bypassed_by_a_fused_kernel_is_an_error(hf):
+    """A fused MoE kernel that skips the router module must not yield a silently partial trace."""
+    torch, _ = hf
+    from moesim.capture import capture
+
+    model = tiny_model(hf, "mixtral")
+    model.model.layers[1].mlp.forward = torch.zeros_like
+    with pytest.raises(CaptureError, match=r"routers of model layers \[1\] did not run"):
+        capture(model, PROMPTS[:1])
+
+
 def test_bad_options_and_prompt_tokens(hf):
     from moesim.capture import CaptureOptions, capture
 

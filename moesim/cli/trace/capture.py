@@ -11,15 +11,17 @@ from moesim.cli._common import print_json
 
 
 def register(subparsers) -> None:
+    from moesim.capture.architectures import ARCHITECTURES
+
+    labels = ", ".join(spec.label for _, spec in ARCHITECTURES.items())
     parser = subparsers.add_parser(
         "capture",
         help="record a routing trace from a Hugging Face MoE model (prefill + greedy decode)",
         description=(
-            "Run a transformers MoE model (Mixtral, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, GPT-OSS, Phi-MoE, "
-            "Granite-MoE) on prompts with greedy decoding and record, for every prompt token (prefill) "
-            "and every generated token fed back (decode), each MoE layer's routed experts in router "
-            "order with their gate weights. Each finished prompt is appended durably; after a crash "
-            "rerun with --resume. Needs `pip install 'moesim[capture]'`."
+            f"Run a transformers MoE model ({labels}) on prompts with greedy decoding and record, for every "
+            "prompt token (prefill) and every generated token fed back (decode), each MoE layer's routed "
+            "experts in router order with their gate weights. Each finished prompt is appended durably; "
+            "after a crash rerun with --resume. Needs `pip install 'moesim[capture]'`."
         ),
     )
     parser.add_argument("--model", required=True, metavar="ID_OR_PATH", help="Hub model id or local directory")
