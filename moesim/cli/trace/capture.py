@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     summary = result_summary(result)
     if args.json:
         print_json(summary)
+    elif result.prompts_captured == 0 and result.prompts_resumed == result.num_prompts:
+        print(f"{summary['path']} is already complete ({summary['num_prompts']} prompts); nothing to do")
     else:
         print(
             f"wrote {summary['path']}: {summary['num_prompts']} prompts ({summary['prompts_resumed']} from an "
