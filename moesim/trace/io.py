@@ -399,6 +399,11 @@ class TraceWriter:
         return set(self._seen)
 
     @property
+    def metadata(self) -> dict[str, Any]:
+        """The user metadata this writer was opened or resumed with (a copy)."""
+        return dict(self._header["metadata"])
+
+    @property
     def last_seq_id(self) -> int | None:
         return self._last_seq
 
