@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tests.naive.synthetic as naive
-from moesim import ConfigError, Trace, TraceError, read_trace
+from moesim import ConfigError, Trace, TraceError, read_trace, write_trace
+from moesim.cli import main
 from moesim.kernels import synthetic as kernels
 from moesim.trace.stats import expert_popularity as trace_popularity
 from moesim.trace.stats import previous_token_reuse
@@ -419,3 +421,103 @@ def test_fit_rejects_bad_arguments():
         fit(trace, phase="both")
     with pytest.raises(ConfigError, match="seed: expected an integer"):
         fit(trace, seed=-3)
+
+
+# ---------------------------------------------------------------------- CLI
+SYNTH = ["trace", "synth"]
+SHAPE = ["--experts", "16", "--top-k", "4", "--layers", "3", "--tokens", "30", "--sequences", "4"]
+
+
+def test_cli_synth_writes_the_trace_generate_makes(tmp_path, capsys):
+    out = tmp_path / "s.parquet"
+    argv = SYNTH + [str(out), *SHAPE, "--skew", "0.4", "--tail", "1", "--persistence", "0.3", "--cross-layer", "0.2"]
+    assert main(argv + ["--sequence-affinity", "0.1", "--seed", "5", "--model", "toy"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote '{out}': 120 tokens (decode 120) in 4 sequences")
+    routing = dict(popularity_skew=0.4, popularity_tail=1.0, persistence=0.3, cross_layer=0.2, sequence_affinity=0.1)
+    expected = generate(small(tokens_per_sequence=30, seed=5, model="toy", **routing))
+    assert read_trace(out).equals(expected)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--persistence", "1.5"], r"--persistence: expected a number in \[0, 1\], got 1.5"),
+        (["--experts", "x"], "--experts: expected an integer, got 'x'"),
+        (["--top-k", "40"], "--top-k: expected at most num_experts"),
+        (["--skew", "nan"], "--skew: expected a finite number"),
+        (["--persistence", "0.6", "--cross-layer", "0.6"], r"persistence \+ cross_layer: expected at most 1"),
+    ],
+)
+def test_cli_synth_bad_values_exit_2_with_one_line(tmp_path, capsys, extra, message):
+    assert main(SYNTH + [str(tmp_path / "s.parquet"), *SHAPE, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("moesim: error: ")
+    assert re.search(message, err)
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_cli_synth_usage_errors(tmp_path, capsys):
+    assert main(SYNTH + [str(tmp_path / "s.parquet"), "--experts", "8"]) == 2
+    assert "--top-k, --layers, --tokens: required without --from-fit" in capsys.readouterr().err
+    assert main(SYNTH + [str(tmp_path / "s.csv"), *SHAPE]) == 2
+    assert "unknown trace extension '.csv'" in capsys.readouterr().err
+    (tmp_path / "s.parquet").write_bytes(b"old")
+    assert main(SYNTH + [str(tmp_path / "s.parquet"), *SHAPE]) == 2
+    assert "exists; pass --force to replace it" in capsys.readouterr().err
+    assert (tmp_path / "s.parquet").read_bytes() == b"old"
+
+
+def test_cli_fit_then_synth_from_fit(tmp_path, capsys):
+    real = tmp_path / "real.parquet"
+    routing = dict(popularity_skew=0.4, persistence=0.3, cross_layer=0.3)
+    write_trace(generate(small(tokens_per_sequence=100, model="toy/moe", **routing)), real)
+    fit_json = tmp_path / "fit.json"
+    assert main(["trace", "fit", str(real), "--out", str(fit_json), "--per-layer"]) == 0
+    text = capsys.readouterr().out
+    assert "popularity_skew" in text and "reuse_prev*" in text and "lru_hit_rate@" in text and "wrote" in text
+    # Per-layer rows: cross_layer starts at layer 1 (layer 0 has nothing to predict from).
+    assert re.search(r"^cross_layer +1 ", text, re.M) and not re.search(r"^cross_layer +0 ", text, re.M)
+    document = json.loads(fit_json.read_text())
+    assert document["format"] == "moesim.synthetic.fit" and document["params"]["source_trace"] == str(real)
+
+    assert main(["trace", "fit", str(real), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["params"] == document["params"]
+
+    out = tmp_path / "finer.arrow"
+    assert main(SYNTH + [str(out), "--from-fit", str(fit_json), "--experts", "64", "--top-k", "16", "--seed", "2"]) == 0
+    capsys.readouterr()
+    finer = read_trace(out)
+    assert (finer.num_experts, finer.top_k, finer.num_layers, finer.num_tokens) == (64, 16, 3, 400)
+    params = SynthParams.from_dict(finer.metadata["synth_params"])
+    assert params.persistence == document["params"]["persistence"] and params.seed == 2
+    assert finer.model == "toy/moe[rescaled E=64 k=16 L=3]"
+    assert finer.metadata["source_trace"] == str(real)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-tokens", "abc"], "--max-tokens: expected an integer, got 'abc'"),
+        (["--out", "fit.txt"], "expected a .json file name"),
+        (["--seed", "-1"], "seed: expected an integer in 0.."),
+    ],
+)
+def test_cli_fit_bad_values_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    real = tmp_path / "real.parquet"
+    write_trace(generate(small()), real)
+    assert main(["trace", "fit", str(real), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_fit_and_synth_report_unreadable_files(tmp_path, capsys):
+    assert main(["trace", "fit", str(tmp_path / "missing.parquet")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "fit.json"
+    bad.write_text("{oops")
+    assert main(SYNTH + [str(tmp_path / "s.parquet"), "--from-fit", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    bad.write_text(json.dumps({"params": {"num_experts": 4}}))
+    assert main(SYNTH + [str(tmp_path / "s.parquet"), "--from-fit", str(bad)]) == 2
+    assert "params: missing key(s) ['top_k', 'num_layers', 'tokens_per_sequence']" in capsys.readouterr().err
