@@ -20,8 +20,8 @@ from moesim.trace.stats import previous_token_reuse
 from moesim.trace.synthetic import (
     SynthParams,
     cross_layer_map,
-    expert_popularity,
     generate,
+    layer_popularity,
     rank_popularity,
 )
 from moesim.trace.synthetic import generator as generator_module
@@ -226,7 +226,7 @@ def test_top_expert_follows_the_popularity_through_cross_layer_maps():
     # Slot 0 is a fresh draw or a rank-preserving copy, so at every layer it follows the layer's
     # popularity exactly; with persistence 0 tokens are independent, so binomial errors apply.
     params = small(popularity_skew=0.5, popularity_tail=1.0, cross_layer=0.8, tokens_per_sequence=4000, num_sequences=5)
-    popularity = expert_popularity(params)
+    popularity = layer_popularity(params)
     assert np.allclose(popularity.sum(axis=1), 1.0)
     assert np.allclose(np.sort(popularity, axis=1)[:, ::-1], rank_popularity(0.5, 1.0, 16))
     assert _slot0_deviation(generate(params), popularity) < 4.5

@@ -13,7 +13,7 @@ kernels (``moesim.kernels.synthetic``) load on the first call.
 """
 
 from moesim.trace.synthetic.fitting import FitDiagnostic, FitResult, fit, params_from_document
-from moesim.trace.synthetic.generator import cross_layer_map, expert_popularity, generate
+from moesim.trace.synthetic.generator import cross_layer_map, generate, layer_popularity
 from moesim.trace.synthetic.params import SynthParams, rank_popularity
 from moesim.trace.synthetic.stats import RoutingStats, routing_stats
 
@@ -23,9 +23,9 @@ __all__ = [
     "RoutingStats",
     "SynthParams",
     "cross_layer_map",
-    "expert_popularity",
     "fit",
     "generate",
+    "layer_popularity",
     "params_from_document",
     "rank_popularity",
     "routing_stats",

@@ -72,7 +72,7 @@ def draw_experts(params: SynthParams, seq_offsets: np.ndarray) -> np.ndarray:
     return experts
 
 
-def expert_popularity(params: SynthParams) -> np.ndarray:
+def layer_popularity(params: SynthParams) -> np.ndarray:
     """float64 ``[L, E]``: the popularity ``pi`` of expert e at layer l: the probability that a
     fresh draw picks it, on average over sequences (each sequence's own Dirichlet popularity has
     mean ``pi``). Reuse and cross-layer slots copy earlier choices, so they leave this marginal
