@@ -141,7 +141,8 @@ def golden():
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, id=golden_key(c), marks=[pytest.mark.slow] if (c["level"], c["policy"]) == ("model", "fifo") else [])
+        pytest.param(c, id=golden_key(c), marks=[pytest.mark.slow] if (c["level"], c["policy"]) == ("model", "fifo")
+                     else [])
         for c in golden_cases()
     ],
 )

@@ -10,8 +10,8 @@ gives all sizes at once. The stack is cut at ``max_capacity``: an entry pushed b
 cache of interest.
 
 Semantics of policies, accounting and cold fill: :mod:`moesim.kernels.cache_common`. LRU has a
-faster path here, :func:`lru_hit_counts` (stack distances with a Fenwick tree over time, which is
-the same stack without moving it).
+faster path here, :func:`lru_hit_counts` (stack distances counted on a bitset over time, which
+is the same stack without moving it).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from moesim.kernels.cache_common import (
     fill_next_use,
     max_group_size,
     max_sequence_requests,
+    popcount64,
     priority,
 )
 
@@ -87,6 +88,7 @@ def stack_hit_counts(
     next_use = np.empty(longest if policy == BELADY else 0, dtype=np.int64)
     start_depth = np.empty(max_group_size(group_offsets, 0, len(group_offsets) - 1), dtype=np.int64)
     protect = PROTECT if accounting == PINNED else np.int64(0)
+    grouped = accounting != REQUEST or policy == SCH
 
     for s in range(num_seqs):
         g0 = seq_group_offsets[s]
@@ -106,12 +108,14 @@ def stack_hit_counts(
             fill_next_use(keys, a, b, scratch, next_use)
         window_end = g0  # first group not yet counted in SCH's window
 
-        for g in range(g0, g1):
-            ga = group_offsets[g]
-            gb = group_offsets[g + 1]
+        # Without SCH's window, per-request accounting needs no group structure: one flat pass.
+        for g in range(g0, g1 if grouped else g0 + 1):
+            ga = group_offsets[g] if grouped else a
+            gb = group_offsets[g + 1] if grouped else b
             if policy == SCH:
                 counted = window_end
-                window_end = extend_window(keys, group_offsets, group_token, counted, g1, group_token[g] + segment, window)
+                limit = group_token[g] + segment
+                window_end = extend_window(keys, group_offsets, group_token, counted, g1, limit, window)
                 for r in range(group_offsets[counted], group_offsets[window_end]):
                     if where[keys[r]] >= 0:
                         stack_pri[where[keys[r]]] += _WINDOW_STEP
@@ -188,59 +192,82 @@ def stack_hit_counts(
     return out
 
 
-@njit(cache=True, nogil=True)
-def _fenwick_add(tree, slot, delta):
-    i = slot + 1
-    size = len(tree)
-    while i < size:
-        tree[i] += delta
-        i += i & -i
+_ONE = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+# The LRU time axis: a bitset ``words`` with a mark at the slot of each key's last request, and
+# ``before[v]`` = marks in words < v, kept valid for v <= now >> 6. A request appends its mark at
+# ``now`` (O(1)); clearing a key's old mark decrements ``before`` after its word (one vectorised
+# pass over at most K/32 words); a depth is one lookup and one popcount.
 
 
 @njit(cache=True, nogil=True)
-def _fenwick_prefix(tree, slot):
-    """Sum over slots 0..slot."""
-    total = 0
-    i = slot + 1
-    while i > 0:
-        total += tree[i]
-        i -= i & -i
-    return total
+def _clear_mark(words, before, slot, now):
+    w = slot >> 6
+    words[w] &= ~(_ONE << np.uint64(slot & 63))
+    for v in range(w + 1, (now >> 6) + 1):
+        before[v] -= 1
 
 
 @njit(cache=True, nogil=True)
-def _fenwick_ones(tree, num_ones):
-    """Reset ``tree`` to hold 1 at slots 0..num_ones-1 and 0 elsewhere, in O(len)."""
-    tree[:] = 0
-    for i in range(1, len(tree)):
-        if i <= num_ones:
-            tree[i] += 1
-        parent = i + (i & -i)
-        if parent < len(tree):
-            tree[parent] += tree[i]
+def _marks_after(words, before, slot, num_marks):
+    """Marks at slots after ``slot`` (``num_marks`` in all)."""
+    w = slot >> 6
+    bit = np.uint64(slot & 63)
+    return num_marks - before[w] - popcount64(words[w] & ((_ONE << bit) | ((_ONE << bit) - _ONE)))
+
+
+@njit(cache=True, nogil=True)
+def _renumber(words, before, slot_key, slot_of, num_marks):
+    """Move the marks, in order, to slots 0..num_marks-1 (keys follow); O(axis / 64 + marks)."""
+    live = 0
+    for w in range(len(words)):
+        word = words[w]
+        while word:
+            low = word & (~word + _ONE)
+            old = 64 * w + popcount64(low - _ONE)
+            key = slot_key[old]
+            slot_key[old] = -1
+            slot_key[live] = key
+            slot_of[key] = live
+            live += 1
+            word ^= low
+    words[:] = 0
+    full = num_marks >> 6
+    words[:full] = _ALL
+    if num_marks & 63:
+        words[full] = (_ONE << np.uint64(num_marks & 63)) - _ONE
+    for v in range(full + 1):
+        before[v] = 64 * v
 
 
 @njit(cache=True, nogil=True)
 def lru_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capacity, accounting, cold_free):
     """int64[S, C]: LRU hits per sequence for every cache size, by stack distance.
 
-    Each key's last request holds a slot on a time axis; the LRU depth of x is one plus the
-    number of keys whose last request is later than x's, a Fenwick-tree prefix count (Bennett &
-    Kruskal 1975). Slots are renumbered when the axis (2x the keys) fills, so the tree stays small:
-    O(N log K). Reference and pinned accounting read depths at the start of each group and then
-    move the group's keys to the top in list order (the last listed is the most recent); pinned
-    equals reference here, except that sizes below a group are marked -1.
+    The LRU depth of x is one plus the number of keys whose last request is later than x's
+    (Bennett & Kruskal 1975), counted on a time axis of slots (see ``_marks_after``): a lookup and
+    a popcount per request, plus a masked pass over K/32 counters to clear the old mark. Slots are
+    renumbered when the axis (>= 2 slots per key) fills. Reference and pinned accounting read
+    depths at the start of each group and then move the group's keys to the top in list order (the
+    last listed is the most recent); pinned equals reference here, except that sizes below a group
+    are marked -1.
     """
     num_seqs = len(seq_group_offsets) - 1
     capacity = max_capacity
     out = np.zeros((num_seqs, capacity), dtype=np.int64)
-    num_slots = max(2 * num_keys, 64)
-    tree = np.zeros(num_slots + 1, dtype=np.int64)
-    slot_key = np.full(num_slots, -1, dtype=np.int64)
+    # An axis of >= 2 slots per key: renumbering (O(axis / 64 + keys)) every >= K requests.
+    num_words = max((2 * num_keys + 63) // 64, 2)
+    num_slots = 64 * num_words
+    words = np.zeros(num_words, dtype=np.uint64)
+    before = np.zeros(num_words + 1, dtype=np.int64)
+    slot_key = np.full(num_slots, -1, dtype=np.int32)
     slot_of = np.full(num_keys, -1, dtype=np.int64)
     hist = np.zeros(capacity, dtype=np.int64)
-    start_depth = np.empty(max_group_size(group_offsets, 0, len(group_offsets) - 1), dtype=np.int64)
     grouped = accounting != REQUEST
+    start_depth = np.empty(max_group_size(group_offsets, 0, len(group_offsets) - 1) if grouped else 0, dtype=np.int64)
+    touched = np.empty(num_keys, dtype=np.int64)
 
     for s in range(num_seqs):
         g0 = seq_group_offsets[s]
@@ -250,46 +277,59 @@ def lru_hit_counts(keys, group_offsets, seq_group_offsets, num_keys, max_capacit
         hist[:] = 0
         now = 0
         distinct = 0
-        for g in range(g0, g1):
-            ga = group_offsets[g]
-            gb = group_offsets[g + 1]
+        # Per-request accounting needs no group structure: one flat pass.
+        for g in range(g0, g1 if grouped else g0 + 1):
+            ga = group_offsets[g] if grouped else a
+            gb = group_offsets[g + 1] if grouped else b
             if grouped:
                 for r in range(ga, gb):
                     slot = slot_of[keys[r]]
-                    start_depth[r - ga] = distinct - _fenwick_prefix(tree, slot) if slot >= 0 else -1
+                    if slot >= 0:
+                        start_depth[r - ga] = _marks_after(words, before, slot, distinct)
+                    else:
+                        start_depth[r - ga] = -1
             for r in range(ga, gb):
                 x = keys[r]
                 slot = slot_of[x]
                 if slot < 0:
                     if cold_free and distinct < capacity:
                         hist[distinct] += 1
+                    touched[distinct] = x
                     distinct += 1
                 else:
-                    depth = start_depth[r - ga] if grouped else distinct - _fenwick_prefix(tree, slot)
+                    if grouped:
+                        depth = start_depth[r - ga]
+                    else:
+                        depth = _marks_after(words, before, slot, distinct)
                     if depth < capacity:
                         hist[depth] += 1
-                    _fenwick_add(tree, slot, -1)
+                    # Clearing x's old mark (inline for the same reason as appending below).
+                    w = slot >> 6
+                    words[w] &= ~(_ONE << np.uint64(slot & 63))
+                    top = now >> 6
+                    if top < 64:
+                        for v in range(top + 1):  # masked: never mispredicts, vectorises
+                            before[v] -= np.int64(v > w)
+                    else:
+                        for v in range(w + 1, top + 1):
+                            before[v] -= 1
                     slot_key[slot] = -1
-                if now == num_slots:
-                    live = 0
-                    for old in range(num_slots):
-                        y = slot_key[old]
-                        if y >= 0:
-                            slot_key[old] = -1
-                            slot_key[live] = y
-                            slot_of[y] = live
-                            live += 1
-                    _fenwick_ones(tree, live)
-                    now = live
+                if now == num_slots:  # x holds no mark at this point
+                    _renumber(words, before, slot_key, slot_of, distinct - 1)
+                    now = distinct - 1
                 slot_of[x] = now
                 slot_key[now] = x
-                _fenwick_add(tree, now, 1)
+                # Appending x's mark at ``now`` is written out here: as a call it cost 4x the
+                # whole loop (numba did not inline it).
+                w = now >> 6
+                if (now & 63) == 0 and w > 0:
+                    before[w] = before[w - 1] + popcount64(words[w - 1])
+                words[w] |= _ONE << np.uint64(now & 63)
                 now += 1
-        for r in range(a, b):  # leave the time axis empty for the next sequence
-            x = keys[r]
-            if slot_of[x] >= 0:
-                _fenwick_add(tree, slot_of[x], -1)
-                slot_key[slot_of[x]] = -1
-                slot_of[x] = -1
+        for i in range(distinct):  # leave the time axis empty for the next sequence
+            x = touched[i]
+            _clear_mark(words, before, slot_of[x], now)
+            slot_key[slot_of[x]] = -1
+            slot_of[x] = -1
         _store_counts(hist, out, s, capacity, max_group_size(group_offsets, g0, g1), accounting)
     return out

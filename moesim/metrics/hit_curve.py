@@ -6,7 +6,7 @@ hits of a cache of every size ``c = 1..C`` under LRU, LFU, FIFO, Belady or SCH. 
 starts with an empty cache. Exact semantics, including the three accounting modes and the two
 cold-fill rules: :mod:`moesim.kernels.cache_common` and spec ``specs/lrc-metrics.md`` sections 3-4.
 
-Kernels: LRU by stack distance (Fenwick tree), LFU, Belady and SCH by one-pass priority stacks
+Kernels: LRU by stack distance (a bitset over time), LFU, Belady and SCH by one-pass priority stacks
 (Mattson et al. 1970), FIFO (not a stack algorithm) by one simulation per size.
 """
 

@@ -383,7 +383,8 @@ class ExpertCache:
         params: Mapping[str, Any] | Any | None = None,
         future: "RequestStream | None" = None,
     ):
-        if isinstance(capacity_experts, bool) or not isinstance(capacity_experts, (int, np.integer)) or capacity_experts < 1:
+        whole = isinstance(capacity_experts, (int, np.integer)) and not isinstance(capacity_experts, bool)
+        if not whole or capacity_experts < 1:
             raise ConfigError(f"capacity_experts: expected an integer >= 1, got {capacity_experts!r}")
         self.capacity_experts = int(capacity_experts)
         self.policy = policy if isinstance(policy, EvictionPolicy) else make_policy(policy, params, future=future)
