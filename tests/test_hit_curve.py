@@ -406,3 +406,24 @@ def test_golden_layer_counts_agree_with_the_per_size_twin(golden, accounting):
         key = golden_key(dict(level="layer", layer=0, policy=policy, segment=segment, accounting=accounting,
                               cold_fill="free"))
         assert [stored["cases"][key]["hits"][c - 1] for c in (4, 8)] == want.tolist(), key
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (([0, 5], [0, 2], [0], [0, 1], 3), r"key 5 at request 1 is outside 0..2"),
+        (([0, 0], [0, 2], [0], [0, 1], 3), r"key 0 appears twice in group 0"),
+        (([0, 1], [0, 1, 2], [1, 0], [0, 2], 3), r"group_token must be >= 0 and non-decreasing"),
+        (([0, 1], [0, 1], [0], [0, 1], 3), r"group_offsets must rise from 0 to len\(keys\) = 2"),
+        (([0, 1], [0, 1, 2], [0], [0, 1], 3), r"group_token has 1 entries, expected one per group \(2\)"),
+        (([0, 1], [0, 1, 2], [0, 1], [0, 1], 3), r"seq_group_offsets must rise from 0 to the number of groups"),
+        (([0], [0, 1], [0], [0, 1], 0), r"num_keys must be an integer >= 1"),
+        (([0.5], [0, 1], [0], [0, 1], 2), r"keys must be a 1-d integer array"),
+    ],
+)
+def test_request_streams_are_checked_before_any_kernel_sees_them(arrays, message):
+    keys, offsets, tokens, seqs, num_keys = arrays
+    with pytest.raises(ConfigError, match="request stream: " + message):
+        RequestStream(np.array(keys), np.array(offsets), np.array(tokens), np.array(seqs), num_keys)
+    # A new sequence may restart its token count.
+    RequestStream(np.array([0, 1]), np.array([0, 1, 2]), np.array([1, 0]), np.array([0, 1, 2]), 3)

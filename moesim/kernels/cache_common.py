@@ -37,13 +37,21 @@ Accounting (``accounting``)
   judged against the cache at the start of its group (pre-token accounting) while the evictions
   happen one request at a time in list order, each evicting the smallest priority among the
   residents (never the key being loaded). A key evicted by an earlier request of its own group is
-  still counted as a hit and is loaded again.
+  still counted as a hit and is loaded again (for FIFO that is a new insertion). For LRU this
+  equals the paper's batch update (a token's experts become most recent in list order).
 * REQUEST: the flattened stream, each request judged against the cache at that moment.
 * PINNED: what an MoE layer with an expert cache does. A group's keys are looked up together; its
   misses are loaded in list order, each evicting the smallest priority among the residents the
   group does not need. Priorities with "member of the current group" as the most significant term
   (``PROTECT``) make this a priority-stack algorithm. Defined only for capacities >= the group size;
-  elsewhere results are ``NOT_APPLICABLE``.
+  elsewhere results are ``NOT_APPLICABLE``. Pinning only restricts choices, so per-request Belady
+  hits at least as often as pinned Belady, sometimes more even at c = k (spec example k2_E6_L10,
+  c = 2: 11 against 10 hits): a per-request cache may drop a served key of the current group.
+
+SCH's window is counted in tokens (``group_token``), whatever the groups are. With ``segment`` = 1
+it protects only the current token's unserved requests, so it equals LRU exactly when a group is a
+whole token under reference or pinned accounting (spec 3.2), but not per request, and not at model
+level with one group per layer (a token's later layers stay protected).
 
 Cold fill (``cold_free``): when true, the first request of a key in a sequence made while the cache
 still has a free slot (fewer distinct keys requested before it than the capacity) is counted as a

@@ -48,6 +48,48 @@ class RequestStream:
     seq_group_offsets: np.ndarray
     num_keys: int
 
+    def __post_init__(self) -> None:
+        """Coerce dtypes, make the arrays read-only and check the structure the kernels rely on
+        (they do not check it, and an out-of-range index in a kernel is memory corruption)."""
+        where = "request stream"
+        arrays = {}
+        for name, dtype in [("keys", np.int32), ("group_offsets", np.int64), ("group_token", np.int64),
+                            ("seq_group_offsets", np.int64)]:
+            array = np.asarray(getattr(self, name))
+            if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+                raise ConfigError(f"{where}: {name} must be a 1-d integer array, got {array.dtype} {array.shape}")
+            arrays[name] = array.astype(dtype, copy=False)
+            object.__setattr__(self, name, _readonly(arrays[name]))
+        if isinstance(self.num_keys, bool) or not isinstance(self.num_keys, (int, np.integer)) or self.num_keys < 1:
+            raise ConfigError(f"{where}: num_keys must be an integer >= 1, got {self.num_keys!r}")
+        object.__setattr__(self, "num_keys", int(self.num_keys))
+        keys, offsets = arrays["keys"], arrays["group_offsets"]
+        tokens, seqs = arrays["group_token"], arrays["seq_group_offsets"]
+        if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(keys) or (np.diff(offsets) < 0).any():
+            raise ConfigError(f"{where}: group_offsets must rise from 0 to len(keys) = {len(keys)}")
+        if len(tokens) != len(offsets) - 1:
+            raise ConfigError(f"{where}: group_token has {len(tokens)} entries, expected one per group "
+                              f"({len(offsets) - 1})")
+        if len(seqs) < 1 or seqs[0] != 0 or seqs[-1] != len(tokens) or (np.diff(seqs) < 0).any():
+            raise ConfigError(f"{where}: seq_group_offsets must rise from 0 to the number of groups ({len(tokens)})")
+        if len(keys) and (keys.min() < 0 or keys.max() >= self.num_keys):
+            bad = int(np.flatnonzero((keys < 0) | (keys >= self.num_keys))[0])
+            raise ConfigError(f"{where}: key {keys[bad]} at request {bad} is outside 0..{self.num_keys - 1}")
+        starts = np.zeros(len(tokens), dtype=bool)
+        starts[seqs[:-1][seqs[:-1] < len(tokens)]] = True
+        steps = np.diff(tokens)
+        if (tokens < 0).any() or (steps < 0)[~starts[1:]].any():
+            raise ConfigError(f"{where}: group_token must be >= 0 and non-decreasing within each sequence")
+        sizes = np.diff(offsets)
+        if sizes.max(initial=0) > 1:
+            group = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+            pairs = np.sort(group * self.num_keys + keys)
+            twice = np.flatnonzero(pairs[1:] == pairs[:-1])
+            if len(twice):
+                g = int(pairs[twice[0]] // self.num_keys)
+                raise ConfigError(f"{where}: key {int(pairs[twice[0]] % self.num_keys)} appears twice in group {g}; "
+                                  f"a group's keys must be distinct")
+
     @classmethod
     def from_trace(
         cls, trace: Trace, *, level: str = "layer", layer: int | None = None, grouping: str = "layer"
@@ -84,10 +126,10 @@ class RequestStream:
             seq_offsets[:-1], np.diff(seq_offsets)
         )
         return cls(
-            keys=_readonly(keys),
-            group_offsets=_readonly(group_offsets),
-            group_token=_readonly(np.repeat(token_in_seq, groups_per_token)),
-            seq_group_offsets=_readonly(seq_offsets * groups_per_token),
+            keys=keys,
+            group_offsets=group_offsets,
+            group_token=np.repeat(token_in_seq, groups_per_token),
+            seq_group_offsets=seq_offsets * groups_per_token,
             num_keys=int(num_keys),
         )
 
