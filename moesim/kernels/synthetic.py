@@ -1,9 +1,11 @@
 """Synthetic routing generator, and the cross-layer statistic its fit matches.
 
-Randomness is counter-based (SplitMix64 outputs of a per-sequence key): the i-th uniform of a
-sequence is a pure function of (seed, sequence index, i). Each slot consumes exactly two uniforms,
-so a sequence is a prefix of the same sequence drawn longer, and the plain-Python twins in
-``tests/naive/synthetic.py`` reproduce every draw bit for bit.
+Randomness is counter-based (SplitMix64 outputs of a per-sequence key; Steele, Lea & Flood 2014):
+the i-th uniform of a sequence is a pure function of (seed, sequence index, i). Each slot consumes
+exactly two uniforms (counters from 0), the sequence's Dirichlet preferences draw theirs from
+counter 2**63 on, so a sequence is a prefix of the same sequence drawn longer, sequences can be
+drawn in any order or thread, and the plain-Python twins in ``tests/naive/synthetic.py``
+reproduce every draw bit for bit.
 """
 
 from __future__ import annotations

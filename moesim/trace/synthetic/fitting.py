@@ -19,6 +19,7 @@ from moesim.trace.synthetic.stats import (
     RoutingStats,
     cross_layer_predictability,
     json_ready,
+    nanmean,
     routing_stats,
     sequence_entropy,
     top_k_share,
@@ -219,25 +220,20 @@ def _like(sample: Trace, params: SynthParams) -> Trace:
     )
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan
-
-
 def _moments(trace: Trace, names: tuple[str, ...] = _NAMES) -> dict[str, float]:
     """The moment that pins each named parameter, oriented to increase with it (NaN if undefined)."""
     out = {}
     for name in names:
         if name == "popularity_skew":
-            out[name] = _nanmean(top_k_share(trace))
+            out[name] = nanmean(top_k_share(trace))
         elif name == "popularity_tail":
-            out[name] = -_nanmean(expert_popularity(trace).entropy)
+            out[name] = -nanmean(expert_popularity(trace).entropy)
         elif name == "sequence_affinity":
-            out[name] = -_nanmean(sequence_entropy(trace))
+            out[name] = -nanmean(sequence_entropy(trace))
         elif name == "persistence":
             out[name] = previous_token_reuse(trace).overall
         else:
-            out[name] = _nanmean(cross_layer_predictability(trace)[1:])
+            out[name] = nanmean(cross_layer_predictability(trace)[1:])
     return out
 
 
@@ -326,7 +322,7 @@ def _starting_point(sample: Trace, targets: dict[str, float]) -> dict[str, float
     frequency = expert_popularity(sample).counts / max(sample.num_tokens, 1)
     chance = {
         "persistence": float(np.mean((frequency**2).sum(axis=1)) / top_k),
-        "cross_layer": _nanmean(top_k_share(sample)),
+        "cross_layer": nanmean(top_k_share(sample)),
     }
     for name, base in chance.items():
         value = targets[name]

@@ -78,7 +78,7 @@ class SynthParams:
     sequence_affinity : float in [0, 1)
         How strongly each sequence (prompt, topic) prefers its own experts. A sequence's fresh
         draws at a layer follow its own popularity ``theta ~ Dirichlet(alpha * pi)``, where ``pi``
-        is the layer's Zipf popularity and ``alpha = (1 - a) / a``: on average over sequences
+        is the layer's popularity (skew and tail) and ``alpha = (1 - a) / a``: on average over sequences
         ``theta = pi`` (so the skew keeps its meaning), and two fresh draws of one sequence pick
         the same expert with probability ``(1 - a) * sum(pi**2) + a``. 0 makes every sequence
         alike; larger values give each sequence a smaller working set of experts.
@@ -139,6 +139,7 @@ class SynthParams:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens in the generated trace: ``num_sequences * tokens_per_sequence``."""
         return self.tokens_per_sequence * self.num_sequences
 
     def rescaled(
@@ -207,8 +208,12 @@ def rank_popularity(popularity_skew: float, popularity_tail: float, num_experts:
 
     ``p_r = F((r + 1) / E) - F(r / E)`` with ``F(x) = 1 - (1 - x**(1 - s))**(1 + t)``, evaluated
     as differences of ``(1 - x**(1 - s))**(1 + t)`` so the smallest shares keep their precision;
-    shares below ``1e-12`` of the largest are raised to it.
+    shares below ``1e-12`` of the largest are raised to it. Arguments are checked as in
+    :class:`SynthParams`.
     """
+    num_experts = _integer("num_experts", num_experts, 1, _INT16_MAX)
+    popularity_skew = _probability("popularity_skew", popularity_skew, below_one=True)
+    popularity_tail = _number("popularity_tail", popularity_tail, 0.0, MAX_TAIL)
     x = np.arange(num_experts + 1, dtype=np.float64) / num_experts
     with np.errstate(divide="ignore"):
         head = -np.expm1((1.0 - popularity_skew) * np.log(x))  # 1 - x**(1-s), 1 at x = 0

@@ -44,7 +44,8 @@ def json_ready(value: object) -> object:
     return value
 
 
-def _nanmean(values: np.ndarray) -> float:
+def nanmean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN if there are none), without numpy's empty-slice warning."""
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
 
@@ -94,12 +95,12 @@ class RoutingStats:
     def summary(self) -> dict[str, float]:
         """Whole-trace values: layer means of the per-layer statistics, plus the LRU hit rates."""
         out = {
-            "load_entropy": _nanmean(self.load_entropy),
-            "sequence_entropy": _nanmean(self.sequence_entropy),
-            "top_k_share": _nanmean(self.top_k_share),
-            "reuse_prev": _nanmean(self.reuse_prev),
-            f"reuse_window{self.window_tokens}": _nanmean(self.reuse_window),
-            "cross_layer": _nanmean(self.cross_layer[1:]),
+            "load_entropy": nanmean(self.load_entropy),
+            "sequence_entropy": nanmean(self.sequence_entropy),
+            "top_k_share": nanmean(self.top_k_share),
+            "reuse_prev": nanmean(self.reuse_prev),
+            f"reuse_window{self.window_tokens}": nanmean(self.reuse_window),
+            "cross_layer": nanmean(self.cross_layer[1:]),
         }
         for capacity, rate in zip(self.lru_capacities.tolist(), self.lru_hit_rate.tolist()):
             out[f"lru_hit_rate@{capacity}"] = float(rate)
