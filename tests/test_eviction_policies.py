@@ -13,7 +13,14 @@ from moesim.kernels.cache_common import ACCOUNTING_CODES, POLICY_CODES
 from moesim.kernels.cache_sim import cache_hit_flags
 from moesim.metrics.hit_curve import RequestStream
 from moesim.policies import Registry
-from moesim.policies.eviction import EVICTION, ExpertCache, SCHParams, make_policy, register_eviction
+from moesim.policies.eviction import (
+    EVICTION,
+    ExpertCache,
+    SCHParams,
+    kernel_policies,
+    make_policy,
+    register_eviction,
+)
 from tests.strategies import traces
 
 
@@ -40,9 +47,9 @@ def test_registry_decorator_lookup_and_errors():
 
 
 def test_eviction_registry_lists_every_policy_and_points_to_fixes():
-    assert EVICTION.names() == ("lru", "fifo", "lfu", "belady", "sch")
+    assert EVICTION.names() == ("lru", "fifo", "lfu", "belady", "sch", "static")
     with pytest.raises(ConfigError, match=r"cache.eviction: unknown eviction policy 'lfru'; use one of "
-                       r"lru, fifo, lfu, belady, sch"):
+                       r"lru, fifo, lfu, belady, sch, static"):
         EVICTION.get("lfru", field="cache.eviction")
     with pytest.raises(ValueError, match="already registered"):
         register_eviction("lru")(type("Other", (), {}))
@@ -174,7 +181,7 @@ def drive(stream, capacity, policy, accounting, segment):
     return flags
 
 
-@given(stream=streams(), policy=st.sampled_from(EVICTION.names()), accounting=st.sampled_from(["request", "pinned"]),
+@given(stream=streams(), policy=st.sampled_from(kernel_policies()), accounting=st.sampled_from(["request", "pinned"]),
        size=st.integers(1, 80), segment=st.integers(1, 8))
 def test_step_form_gives_the_kernel_hit_sequence(stream, policy, accounting, size, segment):
     capacity = min(size, stream.num_keys)
@@ -185,7 +192,7 @@ def test_step_form_gives_the_kernel_hit_sequence(stream, policy, accounting, siz
     np.testing.assert_array_equal(drive(stream, capacity, policy, accounting, segment), want)
 
 
-@pytest.mark.parametrize("policy", EVICTION.names())
+@pytest.mark.parametrize("policy", kernel_policies())
 def test_step_form_on_the_shipped_trace_equals_the_kernel(policy):
     """A real decode trace (one GPT-OSS-20B prompt, all 24 layers in one cache, pinned groups)."""
     from tests.conftest import TRACES_DIR

@@ -109,6 +109,7 @@ class EvictionPolicy:
 
     Params: ClassVar[type] = NoParams
     needs_future: ClassVar[bool] = False
+    has_kernel: ClassVar[bool] = True  # a hit-curve kernel computes the same hits (moesim.kernels)
     name: ClassVar[str] = ""
 
     def __init__(self, params: Any = None, future: "RequestStream | None" = None):
@@ -127,6 +128,13 @@ class EvictionPolicy:
     def on_evict(self, key: int) -> None:
         raise NotImplementedError
 
+    def on_bypassed(self, key: int) -> None:
+        """A request served without ``key`` entering the cache (run on the CPU, or fetched into a
+        transient buffer because every slot was pinned). It still counts as a request: LFU counts
+        it, Belady/SCH advance through the future. Default: as :meth:`on_served`, which leaves a
+        non-resident key's residency alone."""
+        self.on_served(key)
+
     def victim(self, pinned: Collection[int]) -> int | None:
         """The resident to evict, never one in ``pinned``; None if every resident is pinned."""
         raise NotImplementedError
@@ -144,6 +152,9 @@ class _OrderedPolicy(EvictionPolicy):
 
     def on_evict(self, key: int) -> None:
         del self._order[key]
+
+    def on_bypassed(self, key: int) -> None:
+        pass  # recency and insertion order concern residents only
 
     def victim(self, pinned: Collection[int]) -> int | None:
         for key in self._order:
@@ -325,8 +336,38 @@ class SCH(_FuturePolicy):
         self._refresh(key)
 
 
+@register_eviction("static")
+class Static(EvictionPolicy):
+    """Never evicts: the cache keeps what it was preloaded with (static placement of popular
+    experts, as in Fiddler or MoE-Lightning) or first filled with. Misses are served around it
+    (fetched into a transient buffer, or run on the CPU). Simulator only; no hit-curve kernel."""
+
+    has_kernel = False
+
+    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+        super().__init__(params, future)
+        self._resident: set[int] = set()
+
+    def on_insert(self, key: int) -> None:
+        self._resident.add(key)
+
+    def on_served(self, key: int) -> None:
+        pass
+
+    def on_evict(self, key: int) -> None:
+        self._resident.discard(key)
+
+    def victim(self, pinned: Collection[int]) -> int | None:
+        return None
+
+
 for _name, _cls in EVICTION.items():
     _cls.name = _name
+
+
+def kernel_policies() -> tuple[str, ...]:
+    """Registered policies that also have a hit-curve kernel (the step form must equal it)."""
+    return tuple(name for name, cls in EVICTION.items() if cls.has_kernel)
 
 
 # ---------------------------------------------------------------------- construction
