@@ -29,6 +29,7 @@ _LAZY = {
     "load_scenario": "moesim.scenario",
     "sim": "moesim.sim",
     "import_trace": "moesim.trace.importers",
+    "synthetic": "moesim.trace.synthetic",
 }
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim import Trace
-from moesim.sim.build import plan_run
+from moesim.sim.build import activation_releases, plan_run
 from moesim.sim.inputs import CacheParams, HostParams, LinkParams, PrefetchParams, SimInputs
 
 
@@ -101,4 +101,5 @@ def make_inputs(
         prefetch=PrefetchParams(predictor=predictor, lookahead_layers=lookahead, max_experts=max_experts,
                                 chunk_bytes=chunk_bytes),
         miss=miss,
+        **dict(zip(("release_offsets", "release_keys", "release_counts"), activation_releases(trace, plan))),
     )

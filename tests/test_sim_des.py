@@ -194,3 +194,39 @@ def test_static_placement_serves_misses_around_a_frozen_cache():
     assert s["hits"] == int(resident.sum())
     assert s["staged_experts"] == s["misses"] == int((~resident).sum())
     assert s["h2d_bytes"] == s["misses"] * inputs.expert_bytes
+
+
+def _naive_activation_hits(trace, inputs, capacity):
+    """Pinned, cold-miss cache over the simulator's demand stream, evicting the key the sequences
+    in the batch activated least (ties: least recently used); batch 1 so one sequence at a time."""
+    counts, last, cache, hits, clock = {}, {}, set(), 0, 0
+    num_layers, num_experts = inputs.num_layers, inputs.num_experts
+    seq_of_step = trace.seq_ids[inputs.step_rows]
+    for step in range(inputs.num_steps):
+        if step and seq_of_step[step] != seq_of_step[step - 1]:
+            counts = {}  # the previous sequence left the batch
+        for layer in range(num_layers):
+            group = inputs.group(step, layer)
+            keys = [layer * num_experts + int(e) for e in inputs.demand_ids[group]]
+            present = [k in cache for k in keys]
+            for key, tokens, hit in zip(keys, inputs.demand_tokens[group], present):
+                clock += 1
+                if hit:
+                    hits += 1
+                elif len(cache) >= capacity:
+                    victim = min((k for k in cache if k not in keys), key=lambda k: (counts.get(k, 0), last.get(k, 0)))
+                    cache.remove(victim)
+                if not hit:
+                    cache.add(key)
+                    last.setdefault(key, clock)
+                counts[key] = counts.get(key, 0) + int(tokens)
+                last[key] = clock
+    return hits
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_activation_aware_policy_follows_the_sequences_in_the_batch(seed):
+    trace = _trace(seed, num_tokens=40, num_seqs=4, num_experts=6, top_k=2)
+    inputs = make_inputs(trace, capacity=7, eviction="activation")
+    result = run_des(inputs)
+    assert result.summary["hits"] == _naive_activation_hits(trace, inputs, 7)

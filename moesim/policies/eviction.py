@@ -336,6 +336,73 @@ class SCH(_FuturePolicy):
         self._refresh(key)
 
 
+@dataclass(frozen=True, eq=False)
+class ActivationFeed:
+    """What the activation-aware policy reads besides the request stream.
+
+    ``request_tokens`` int64[N]: how many tokens of the batch chose each request's expert;
+    ``release_offsets`` int64[G+1] with ``release_keys``/``release_counts``: activation counts to
+    drop before each group, those of sequences that left the batch before it.
+    """
+
+    stream: "RequestStream"
+    request_tokens: np.ndarray
+    release_offsets: np.ndarray
+    release_keys: np.ndarray
+    release_counts: np.ndarray
+
+
+@register_eviction("activation", aliases=("moe-infinity",))
+class ActivationAware(_FuturePolicy):
+    """Activation-aware caching in the spirit of MoE-Infinity (Xue et al. 2024, arXiv 2401.14361):
+    evict the expert the sequences being served have activated least (their expert activation
+    matrices summed: tokens routed to it since each sequence started), ties to the least recent.
+    A sequence's activations stop counting when it leaves the batch. Simulator only: it needs the
+    batch composition, so the simulator builds its :class:`ActivationFeed`."""
+
+    has_kernel = False
+
+    def __init__(self, params: Any = None, future: Any = None):
+        if not isinstance(future, ActivationFeed):
+            raise ConfigError(
+                "eviction policy 'activation' needs the batch's activations (an ActivationFeed); "
+                "it is available in the simulator, not for hit curves"
+            )
+        super().__init__(params, future.stream)
+        self._tokens = np.asarray(future.request_tokens).tolist()
+        self._release_offsets = np.asarray(future.release_offsets).tolist()
+        self._release_keys = np.asarray(future.release_keys).tolist()
+        self._release_counts = np.asarray(future.release_counts).tolist()
+        self._released_through = -1  # last group whose releases were applied
+        self._count: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+
+    def priority(self, key: int) -> tuple:
+        return (self._count.get(key, 0), self._last.get(key, 0))
+
+    def begin_request(self, key: int) -> None:
+        super().begin_request(key)
+        if self.future.begin(key):
+            offsets = self._release_offsets
+            for g in range(self._released_through + 1, self.future.group + 1):
+                for i in range(offsets[g], offsets[g + 1]):
+                    y = self._release_keys[i]
+                    self._count[y] = self._count.get(y, 0) - self._release_counts[i]
+                    self._refresh(y)
+            self._released_through = self.future.group
+
+    def on_insert(self, key: int) -> None:
+        self._last.setdefault(key, self.clock)
+        super().on_insert(key)
+
+    def on_served(self, key: int) -> None:
+        tokens = self._tokens[self.future.cursor]
+        self.future.cursor += 1
+        self._count[key] = self._count.get(key, 0) + tokens
+        self._last[key] = self.clock
+        self._refresh(key)
+
+
 @register_eviction("static")
 class Static(EvictionPolicy):
     """Never evicts: the cache keeps what it was preloaded with (static placement of popular

@@ -68,6 +68,30 @@ def plan_run(trace: Trace, *, batch_size: int, prefill: bool, prefill_chunk: int
     return Plan(step_offsets, step_rows, step_phase, offsets, ids, tokens, predicted_offsets, predicted_ids)
 
 
+def activation_releases(trace: Trace, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per step, the (key, count) activations of sequences whose last scheduled row was in an
+    earlier step: what leaves the batch's expert activation matrix at that step's start.
+    Keys are ``layer * E + expert``; counts are tokens. Returns (offsets [S+1], keys, counts)."""
+    num_steps = plan.num_steps
+    step_of_row = np.repeat(np.arange(num_steps, dtype=np.int64), np.diff(plan.step_offsets))
+    seq_of_row = trace.seq_ids[plan.step_rows]
+    _, seq_index = np.unique(seq_of_row, return_inverse=True)
+    last_step = np.full(seq_index.max() + 1 if len(seq_index) else 0, -1, dtype=np.int64)
+    np.maximum.at(last_step, seq_index, step_of_row)
+    release_step = last_step[seq_index] + 1  # per scheduled row
+    experts = trace.experts[plan.step_rows]  # [R, L, k]
+    num_layers, top_k = experts.shape[1], experts.shape[2]
+    keys = (np.arange(num_layers)[None, :, None] * trace.num_experts + experts).reshape(len(experts), -1)
+    valid = (experts >= 0).reshape(len(experts), -1) & (release_step < num_steps)[:, None]
+    steps = np.broadcast_to(release_step[:, None], keys.shape)[valid]
+    keys = keys[valid]
+    combined = steps * (num_layers * trace.num_experts) + keys
+    unique, counts = np.unique(combined, return_counts=True)
+    rel_steps = unique // (num_layers * trace.num_experts)
+    offsets = np.searchsorted(rel_steps, np.arange(num_steps + 1)).astype(np.int64)
+    return offsets, (unique % (num_layers * trace.num_experts)).astype(np.int64), counts.astype(np.int64)
+
+
 def _popular_keys(plan: Plan, num_layers: int, num_experts: int, capacity: int, per_layer: bool) -> np.ndarray:
     group_layer = np.tile(np.arange(num_layers), plan.num_steps)
     keys = np.repeat(group_layer, np.diff(plan.demand_offsets)) * num_experts + plan.demand_ids
@@ -178,5 +202,6 @@ def build_inputs(trace: Trace, scenario: Scenario) -> tuple[SimInputs, MemoryPla
                                 max_experts=scenario.prefetch.max_experts, chunk_bytes=scenario.prefetch.chunk_bytes),
         miss=scenario.offload.miss,
         seed=scenario.seed,
+        **dict(zip(("release_offsets", "release_keys", "release_counts"), activation_releases(trace, plan))),
     )
     return inputs, memory

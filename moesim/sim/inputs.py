@@ -99,6 +99,12 @@ class SimInputs:
     host: HostParams
     prefetch: PrefetchParams
     miss: str  # "fetch" | "cpu" | "best"
+    # Activations of sequences that left the batch, dropped at the start of each step (for the
+    # activation-aware policy): step s drops release_counts[i] on key release_keys[i] for i in
+    # release_offsets[s]:release_offsets[s+1].
+    release_offsets: np.ndarray | None = None  # int64[S+1]
+    release_keys: np.ndarray | None = None  # int64[...]
+    release_counts: np.ndarray | None = None  # int64[...]
     seed: int = 0
 
     @property

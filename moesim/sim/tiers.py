@@ -107,13 +107,39 @@ def gpu_tier(inputs: SimInputs) -> Tier:
     num_caches = inputs.num_layers if params.layout == "per_layer" else 1
     caches = []
     for index in range(num_caches):
-        policy_cls_needs_future = _needs_future(params.eviction)
-        future = demand_stream(inputs, index if num_caches > 1 else None) if policy_cls_needs_future else None
+        layer = index if num_caches > 1 else None
+        future = demand_stream(inputs, layer) if _needs_future(params.eviction) else None
+        if params.eviction == "activation":
+            future = activation_feed(inputs, future, layer)
         policy = make_policy(params.eviction, params.eviction_params, future=future, field="cache.eviction")
         caches.append(ExpertCache(params.capacity_experts, policy))
     tier = Tier(caches, inputs.num_experts)
     tier.preload(params.preload_keys)
     return tier
+
+
+def activation_feed(inputs: SimInputs, stream, layer: int | None):
+    """The activation-aware policy's view of one cache: request token counts and, per group, the
+    activations of departed sequences (only this cache's keys)."""
+    from moesim.policies.eviction import ActivationFeed
+
+    num_layers, num_experts, num_steps = inputs.num_layers, inputs.num_experts, inputs.num_steps
+    tokens = inputs.demand_tokens.astype(np.int64)
+    offsets, keys, counts = inputs.release_offsets, inputs.release_keys, inputs.release_counts
+    if offsets is None:
+        offsets, keys, counts = np.zeros(num_steps + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    release_step = np.repeat(np.arange(num_steps), np.diff(offsets))
+    if layer is not None:
+        group_layer = np.repeat(np.tile(np.arange(num_layers), num_steps), np.diff(inputs.demand_offsets))
+        tokens = tokens[group_layer == layer]
+        mine = keys // num_experts == layer
+        keys, counts, release_step = keys[mine], counts[mine], release_step[mine]
+        group_of_release, num_groups = release_step, num_steps
+    else:
+        group_of_release, num_groups = release_step * num_layers, num_steps * num_layers
+    group_offsets = np.searchsorted(group_of_release, np.arange(num_groups + 1)).astype(np.int64)
+    return ActivationFeed(stream=stream, request_tokens=tokens, release_offsets=group_offsets,
+                          release_keys=keys, release_counts=counts)
 
 
 def host_tier(inputs: SimInputs) -> Tier | None:
