@@ -14,7 +14,9 @@ Semantics (``/docs`` in README "How the simulator models a step"; both engines i
   expert is *staged*: fetched into a transient buffer and not cached) and its kernel waits for the
   transfer (from CPU memory, after an SSD read when CPU memory lacks it); ``cpu`` sends the
   activations to the CPU, runs the expert there and sends the result back. Resident kernels run while
-  misses stream in. Then prefetches are issued for the predictor's target layer. The layer ends when
+  misses stream in. Then prefetches are issued for the predictor's target layer, in prediction
+  order, each reserving a slot by the policy among experts that are neither pinned, in flight nor
+  predicted in the same batch (none free: the rest are skipped). The layer ends when
   all of D_l is done, plus ``combine_s`` on the GPU. The step ends after the head work.
 * Hit accounting equals the metrics' ``pinned`` mode; the eviction policy sees the same call
   sequence as :meth:`moesim.policies.eviction.ExpertCache.request_group`.
@@ -325,12 +327,15 @@ class DesEngine:
             return
         target_layer, ids = proposal
         cache = self.cache
+        # A prediction never evicts its own members: loading one predicted expert must not push out
+        # another that is already resident.
+        predicted = {target_layer * self.inputs.num_experts + int(e) for e in ids.tolist()}
         for expert in ids.tolist():
             key = target_layer * self.inputs.num_experts + int(expert)
-            if cache.status(key) != ABSENT or not cache.can_take(key):
+            if cache.status(key) != ABSENT or not cache.can_take(key, predicted):
                 continue
             fetch = self._new_fetch(key, PREFETCH, cached=True)
-            self._evicted(cache.reserve(key, fetch))
+            self._evicted(cache.reserve(key, fetch, predicted))
             self.prefetched_unused.add(key)
             self._count("prefetches_issued")
             self._start_fetch(fetch, None)

@@ -63,19 +63,21 @@ class Tier:
             return IN_FLIGHT
         return RESIDENT if key in self.cache_of(key) else ABSENT
 
-    def can_take(self, key: int) -> bool:
-        """A slot is free or can be freed without touching pinned or in-flight experts."""
+    def can_take(self, key: int, also: set[int] | frozenset[int] = frozenset()) -> bool:
+        """A slot is free or can be freed without touching pinned or in-flight experts (or ``also``)."""
         cache = self.cache_of(key)
         if len(cache) < cache.capacity_experts:
             return True
-        return cache.policy.victim(self._protected()) is not None
+        return cache.policy.victim(self._protected(also)) is not None
 
-    def _protected(self) -> set[int]:
-        return self.pinned.union(self.in_flight) if self.in_flight else self.pinned
+    def _protected(self, also: set[int] | frozenset[int] = frozenset()) -> set[int]:
+        protected = self.pinned.union(self.in_flight) if self.in_flight else self.pinned
+        return protected.union(also) if also else protected
 
-    def reserve(self, key: int, transfer: Any) -> list[int]:
-        """Take a slot for ``key`` (evicting by the policy) and mark it in flight; returns evictions."""
-        evicted = self.cache_of(key).insert(key, pinned=self._protected())
+    def reserve(self, key: int, transfer: Any, also: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """Take a slot for ``key`` (evicting by the policy, never a pinned or in-flight expert nor one
+        in ``also``) and mark it in flight; returns the evicted keys."""
+        evicted = self.cache_of(key).insert(key, pinned=self._protected(also))
         self.in_flight[key] = transfer
         return evicted
 
