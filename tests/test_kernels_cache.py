@@ -51,16 +51,50 @@ def stream_of(groups_by_seq, num_keys, tokens_by_seq=None):
     return RequestStream(keys, offsets, tokens, seq_offsets, num_keys)
 
 
+def local_trace(rng, num_experts, top_k, num_layers, tokens_per_seq, reuse, empty):
+    """A trace with locality: each slot repeats an expert of the previous token with probability
+    ``reuse`` (so stacks get deep and shallow reuses both happen), some slots empty."""
+    from moesim import Trace
+
+    rows = []
+    for num_tokens in tokens_per_seq:
+        previous = [rng.permutation(num_experts)[:top_k] for _ in range(num_layers)]
+        for _ in range(num_tokens):
+            token = []
+            for layer in range(num_layers):
+                keep = [e for e in previous[layer] if rng.random() < reuse]
+                fresh = [e for e in rng.permutation(num_experts) if e not in keep]
+                chosen = np.array((keep + fresh)[:top_k])
+                previous[layer] = chosen
+                token.append(np.where(rng.random(top_k) < empty, -1, rng.permutation(chosen)))
+            rows.append(token)
+    experts = np.array(rows, dtype=np.int16).reshape(len(rows), num_layers, top_k)
+    return Trace.from_arrays(experts, num_experts=num_experts,
+                             seq_ids=np.repeat(np.arange(len(tokens_per_seq)), tokens_per_seq))
+
+
 @st.composite
-def streams(draw, *, max_tokens=24, max_experts=40, max_k=8):
-    """Request streams of random traces: one layer, or all layers grouped per layer or per token."""
+def streams(draw, *, max_tokens=40, max_experts=40, max_k=8):
+    """Request streams: random traces from tests.strategies (one layer, or all layers grouped per
+    layer or per token), or traces with locality whose sizes are drawn uniformly."""
     level = draw(st.sampled_from(["layer", "model"]))
+    if draw(st.integers(0, 3)) > 0:  # 3 in 4: sizes drawn by numpy, not shrunk towards tiny
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        num_experts = int(rng.integers(1, max_experts + 1)) if level == "layer" else int(rng.integers(1, 11))
+        top_k = int(rng.integers(1, min(max_k if level == "layer" else 4, num_experts) + 1))
+        num_layers = 1 if level == "layer" else int(rng.integers(1, 4))
+        tokens = rng.integers(0, (max_tokens if level == "layer" else max_tokens // 3) + 1,
+                              int(rng.integers(1, 4)))
+        trace = local_trace(rng, num_experts, top_k, num_layers, tokens, rng.random(), 0.1 * rng.random())
+        if level == "layer":
+            return RequestStream.from_trace(trace, level="layer", layer=0)
+        return RequestStream.from_trace(trace, level="model", grouping=draw(st.sampled_from(["layer", "token"])))
     if level == "layer":
-        trace = draw(traces(max_tokens=max_tokens, max_layers=2, max_experts=max_experts, max_k=max_k,
+        trace = draw(traces(max_tokens=max_tokens // 2, max_layers=2, max_experts=max_experts, max_k=max_k,
                             max_seqs=3, optional_columns=False))
         layer = draw(st.integers(0, trace.num_layers - 1))
         return RequestStream.from_trace(trace, level="layer", layer=layer)
-    trace = draw(traces(max_tokens=max_tokens // 2, max_layers=3, max_experts=10, max_k=4, max_seqs=3,
+    trace = draw(traces(max_tokens=max_tokens // 3, max_layers=3, max_experts=10, max_k=4, max_seqs=3,
                         optional_columns=False))
     return RequestStream.from_trace(trace, level="model", grouping=draw(st.sampled_from(["layer", "token"])))
 
