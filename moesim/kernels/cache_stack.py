@@ -22,7 +22,6 @@ from numba import njit
 from moesim.kernels.cache_common import (
     BELADY,
     FIFO,
-    LFU,
     NOT_APPLICABLE,
     PINNED,
     PROTECT,
