@@ -135,6 +135,8 @@ def format_rate(bytes_per_s: float) -> str:
 def format_duration(seconds: float) -> str:
     """``1.5e-3`` -> ``'1.50 ms'``."""
     value = float(seconds)
+    if value != value:
+        return "n/a"
     if value == 0:
         return "0 s"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):

@@ -24,13 +24,12 @@ def register(subparsers) -> None:
 def main(args) -> int:
     from moesim.cli._common import print_json
     from moesim.report.run_summary import format_run
-    from moesim.scenario import load_scenario, parse_assignment
+    from moesim.scenario import load_scenario, load_trace, parse_assignment
     from moesim.sim import run
     from moesim.sim.output import write_result_dir
-    from moesim.trace import read_trace
 
     scenario = load_scenario(args.scenario, [parse_assignment(text) for text in args.overrides])
-    trace = read_trace(scenario.trace.path)
+    trace = load_trace(scenario)
     started = time.perf_counter()
     result = run(trace, scenario, engine=args.engine)
     wall_s = time.perf_counter() - started

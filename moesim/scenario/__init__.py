@@ -12,6 +12,7 @@ from moesim.scenario.config import (
     read_scenario_file,
     scenario_from_dict,
 )
+from moesim.scenario.traces import load_trace
 from moesim.scenario.overrides import apply_overrides, parse_assignment, parse_value, set_path
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "WorkloadConfig",
     "apply_overrides",
     "load_scenario",
+    "load_trace",
     "parse_assignment",
     "parse_value",
     "read_scenario_file",

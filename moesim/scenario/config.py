@@ -58,26 +58,54 @@ def _size_or_auto(value: object, path: str, *, keywords: tuple[str, ...] = ("aut
     return F.check_int(path, value, minimum=1, expected=f"a number of experts >= 1 or one of {', '.join(keywords)}")
 
 
+SYNTHETIC_KEYS = ("fit", "tokens", "sequences", "seed", "skew", "tail", "persistence", "cross_layer",
+                  "sequence_affinity")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TraceConfig:
-    """Which routing trace to replay: ``path`` (resolved against the scenario file) and optionally
-    only its first ``max_sequences`` sequences."""
+    """Which routing trace to replay.
 
-    path: Path
+    ``path``: a trace file (resolved against the scenario file), optionally only its first
+    ``max_sequences`` sequences. Or ``synthetic``: a generated trace shaped like the scenario's
+    model (its E, k and MoE layers), with the routing parameters fitted to a real trace (``fit =
+    "path"``, rescaled by :meth:`SynthParams.rescaled`'s rule) or given (``skew``, ``tail``,
+    ``persistence``, ``cross_layer``, ``sequence_affinity``), ``tokens`` per sequence, ``sequences``
+    and ``seed``. Always marked synthetic in the results.
+    """
+
+    path: Path | None = None
     max_sequences: int | None = None
+    synthetic: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: object, base_dir: Path) -> "TraceConfig":
         table = _table(data, "trace")
-        _take(table, "trace", ("path", "max_sequences"))
-        if "path" not in table:
-            F.fail("trace.path", "missing; give the trace file, e.g. path = \"../traces/gpt-oss-20b.parquet\"")
-        raw = F.check_str("trace.path", table["path"])
-        path = Path(raw).expanduser()
-        if not path.is_absolute():
-            path = (base_dir / path).resolve()
-        limit = table.get("max_sequences")
-        return cls(path=path, max_sequences=F.check_optional_int("trace.max_sequences", limit))
+        _take(table, "trace", ("path", "max_sequences", "synthetic"))
+        if ("path" in table) == ("synthetic" in table):
+            F.fail("trace", "give either path = \"file.parquet\" or a synthetic = { ... } table (not both)")
+        limit = F.check_optional_int("trace.max_sequences", table.get("max_sequences"))
+        if "path" in table:
+            return cls(path=_resolve(F.check_str("trace.path", table["path"]), base_dir), max_sequences=limit)
+        synth = _table(table["synthetic"], "trace.synthetic")
+        _take(synth, "trace.synthetic", SYNTHETIC_KEYS)
+        out: dict[str, Any] = {}
+        if "fit" in synth:
+            out["fit"] = str(_resolve(F.check_str("trace.synthetic.fit", synth["fit"]), base_dir))
+        out["tokens"] = F.check_int("trace.synthetic.tokens", synth.get("tokens", 256), minimum=1)
+        out["sequences"] = F.check_int("trace.synthetic.sequences", synth.get("sequences", 8), minimum=1)
+        out["seed"] = F.check_int("trace.synthetic.seed", synth.get("seed", 0), minimum=0)
+        for key in ("skew", "tail", "persistence", "cross_layer", "sequence_affinity"):
+            if key in synth:
+                if "fit" in synth:
+                    F.fail(f"trace.synthetic.{key}", "set either fit = \"trace\" or the routing parameters, not both")
+                out[key] = F.check_real(f"trace.synthetic.{key}", synth[key], minimum=0.0)
+        return cls(synthetic=out, max_sequences=limit)
+
+
+def _resolve(raw: str, base_dir: Path) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,7 +346,8 @@ class Scenario:
             "seed": self.seed,
             "engine": self.engine,
             "source": str(self.source) if self.source else None,
-            "trace": {"path": str(self.trace.path), "max_sequences": self.trace.max_sequences},
+            "trace": {"path": str(self.trace.path) if self.trace.path else None,
+                      "max_sequences": self.trace.max_sequences, "synthetic": self.trace.synthetic},
             "model": self.model.to_dict(),
             "hardware": self.hardware.to_dict(),
             "cache": F.to_plain(self.cache),
