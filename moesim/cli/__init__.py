@@ -16,10 +16,17 @@ import sys
 from moesim.errors import MoesimError, one_line
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other moesim error (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from moesim import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moesim",
         description="Trace-driven cache and memory-hierarchy simulator for Mixture-of-Experts inference.",
     )
