@@ -4,7 +4,7 @@ Importing this package does not import numba; kernels compile on first use.
 """
 
 from moesim.metrics.baseline import SRPBaseline, bernoulli_srp, iid_srp
-from moesim.metrics.hit_curve import HitCurve, RequestStream, hit_curve
+from moesim.metrics.hit_curve import HitCurve, RequestStream, hit_counts, hit_curve
 from moesim.metrics.srp import (
     ExpertSRP,
     MeanSRP,
@@ -24,6 +24,7 @@ __all__ = [
     "SRPBaseline",
     "SRPResult",
     "bernoulli_srp",
+    "hit_counts",
     "hit_curve",
     "iid_srp",
     "mean_srp",

@@ -18,7 +18,7 @@ import numpy as np
 
 from moesim.errors import ConfigError
 from moesim.metrics import bootstrap
-from moesim.metrics.srp import _check_layer, _check_trace
+from moesim.metrics._checks import _check_layer, _check_trace
 from moesim.trace.trace import Trace
 
 POLICIES = ("lru", "lfu", "fifo", "belady", "sch")

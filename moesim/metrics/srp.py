@@ -16,6 +16,7 @@ from moesim.errors import ConfigError
 from moesim.metrics import bootstrap
 from moesim.metrics.baseline import _check_segment, bernoulli_srp, iid_srp
 from moesim.trace.trace import Trace
+from moesim.metrics._checks import _check_layer, _check_trace
 
 LEVELS = ("layer", "model")
 _EXACT_FLOAT_LIMIT = 2**53
@@ -143,24 +144,6 @@ class SRPResult:
         bootstrap.check_ci(ci, num_boot)
         low, high = bootstrap.basic_interval(self.srp, self.bootstrap_srp(num_boot, seed), ci)
         return float(low), float(high)
-
-
-def _check_trace(trace: object) -> Trace:
-    if not isinstance(trace, Trace):
-        raise ConfigError(
-            f"trace: expected a moesim.Trace, got {type(trace).__name__}; "
-            f"load one with moesim.read_trace(path) or build one with Trace.from_arrays(...)"
-        )
-    return trace
-
-
-def _check_layer(trace: Trace, layer: object) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < trace.num_layers:
-        raise ConfigError(
-            f"layer: expected a trace layer index in 0..{trace.num_layers - 1} "
-            f"(model layers {list(trace.moe_layers)}), got {layer!r}"
-        )
-    return int(layer)
 
 
 def window_histograms(trace: Trace, segment: int, *, by: str = "layer", per_sequence: bool = True) -> np.ndarray:
