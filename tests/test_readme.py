@@ -1,0 +1,32 @@
+"""The README's two commands are what CI runs, and what they name exists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from tests.conftest import REPO
+
+
+def _command(marker: str) -> str:
+    out = subprocess.run(
+        ["awk", "-v", f"marker=<!-- {marker} -->", "$0 == marker {getline; getline; print; exit}", "README.md"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert out, f"README has no command under <!-- {marker} -->"
+    return out
+
+
+def test_ci_runs_the_readme_commands():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert 'readme_command test-command' in ci and 'readme_command main-command' in ci
+    tests = _command("test-command")
+    assert "pytest" in tests and "pip install" in tests and ".[test" in tests
+    assert "torch==2.13.0" in tests  # the CPU build from local disk, never a CUDA download
+
+
+def test_main_command_runs_a_shipped_scenario():
+    main = _command("main-command")
+    scenario = re.search(r"moesim run (\S+)", main).group(1)
+    assert (REPO / scenario).is_file()
+    assert "pip install ." in main
