@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -10,30 +9,11 @@ from typing import Any
 import numpy as np
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def print_json(data: Any) -> None:
-    """Machine-readable output: one JSON document on stdout (NaN written as null)."""
-    text = json.dumps(_nan_to_none(data), indent=2, default=_default, allow_nan=False)
-    sys.stdout.write(text + "\n")
+    """Machine-readable output: one strict JSON document on stdout (NaN written as null)."""
+    from moesim.jsonable import dumps
 
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
+    sys.stdout.write(dumps(data) + "\n")
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | None = None) -> str:

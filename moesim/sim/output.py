@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -10,27 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from moesim.jsonable import dumps
 from moesim.sim.result import Result
-
-
-def _json(data) -> str:
-    def default(value):
-        if hasattr(value, "item"):
-            return value.item()
-        if hasattr(value, "tolist"):
-            return value.tolist()
-        return str(value)
-
-    def clean(value):
-        if isinstance(value, float) and value != value:
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(data), indent=2, sort_keys=True, default=default, allow_nan=False) + "\n"
 
 
 def write_result_dir(result: Result, out_dir: str | os.PathLike) -> Path:
@@ -43,8 +23,8 @@ def write_result_dir(result: Result, out_dir: str | os.PathLike) -> Path:
     try:
         pq.write_table(result.steps, tmp / "steps.parquet", compression="zstd")
         pq.write_table(result.layers, tmp / "layers.parquet", compression="zstd")
-        (tmp / "summary.json").write_text(_json(result.summary))
-        (tmp / "scenario.json").write_text(_json(result.scenario))
+        (tmp / "summary.json").write_text(dumps(result.summary, sort_keys=True) + "\n")
+        (tmp / "scenario.json").write_text(dumps(result.scenario, sort_keys=True) + "\n")
         for name in os.listdir(tmp):
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())

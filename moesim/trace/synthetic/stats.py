@@ -16,6 +16,7 @@ import numpy as np
 from moesim.errors import ConfigError
 from moesim.trace.stats import expert_popularity, previous_token_reuse
 from moesim.trace.trace import Trace
+from moesim.jsonable import to_jsonable
 
 # Rows per vectorised block: bounds the [rows, L, k, k] comparison temporaries to tens of MB.
 _CHUNK_ROWS = 1 << 14
@@ -29,19 +30,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def json_ready(value: object) -> object:
-    """``value`` with arrays as lists, numpy scalars as Python ones and NaN as None (strict JSON)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    return value
+json_ready = to_jsonable  # the shared strict-JSON conversion
 
 
 def nanmean(values: np.ndarray) -> float:
