@@ -474,3 +474,269 @@ def test_granularity_config_errors():
         load_analysis(path, expected="serving")
     with pytest.raises(ConfigError, match=r"cache_budgets\[0\]"):
         run_granularity(load_analysis(path, [("scaling.cache_budgets", ["0GiB"])]))
+
+
+# ---------------------------------------------------------------------------------------- serving cost
+def test_quality_law_contours_and_family():
+    from moesim.scaling.serving import QualityLaw, equal_quality_family, quality_params
+
+    law = QualityLaw()
+    # Ê saturates at both ends: E_start at E = 1, increasing, below E_max always.
+    assert law.saturated_experts(1) == pytest.approx(law.e_start)
+    values = [law.saturated_experts(e) for e in (1, 4, 16, 64, 256, 4096)]
+    assert values == sorted(values) and values[-1] < law.e_max
+    # params_for inverts log_loss.
+    for experts in (4, 32, 128):
+        target = law.log_loss(3e9, 8)
+        n = law.params_for(target, experts)
+        assert law.log_loss(n, experts) == pytest.approx(target, abs=1e-12)
+    template = moesim.get_model("llama-moe-v2-3.8b")
+    family = equal_quality_family(template, (4, 8, 32, 128), law)
+    assert [spec.num_experts for spec, _ in family] == [4, 8, 32, 128]
+    targets = [n for _, n in family]
+    assert targets == sorted(targets, reverse=True)  # more experts, fewer parameters per token at equal loss
+    for spec, target in family:
+        assert spec.top_k == 2 and spec.expert_ffn_size % 64 == 0
+        # The expert size is chosen to within one step of f of the target.
+        step = 2 * spec.num_moe_layers * spec.top_k * 3 * spec.hidden_size * 64
+        assert abs(quality_params(spec) - target) <= step
+    reference = next(spec for spec, _ in family if spec.num_experts == 8)
+    assert reference.num_layers == template.num_layers and reference.expert_ffn_size == template.expert_ffn_size
+    totals = [spec.total_params for spec, _ in family]
+    assert totals == sorted(totals)
+    with pytest.raises(ConfigError, match="dense layers"):
+        equal_quality_family(moesim.get_model("deepseek-moe-16b"), (4,), law)
+    with pytest.raises(ConfigError, match="scaling.quality.e_max"):
+        QualityLaw(e_start=2.0, e_max=1.5)
+
+
+def test_max_batch_size_uses_the_memory_planner():
+    from moesim.scaling.serving import max_batch_size
+    from moesim.scenario import scenario_from_dict
+    from moesim.sim.memory import plan_memory
+
+    scenario = scenario_from_dict(
+        {"model": "llama-moe-v2-3.8b", "hardware": "rtx4090-pcie4", "trace": {"path": str(GPT_OSS_TRACE)}}
+    )
+    spec = scenario.model
+    context = 576
+    batch = max_batch_size(spec, scenario, mode="resident", context_len=context, limit=1024)
+    assert 1 <= batch < 1024
+    common = dict(
+        layout="pool",
+        reserve_bytes=scenario.cache.reserve_bytes,
+        max_context=context,
+        kv_format="bf16",
+        host_capacity="all",
+        host_reserve_bytes=scenario.offload.host_reserve_bytes,
+        has_ssd=True,
+    )
+    total = spec.num_experts * spec.num_moe_layers
+    plan_memory(spec, scenario.hardware, capacity=total, batch_size=batch, **common)
+    with pytest.raises(ConfigError):
+        plan_memory(spec, scenario.hardware, capacity=total, batch_size=batch + 1, **common)
+    assert max_batch_size(spec, scenario, mode="offload", context_len=context, limit=1024) > batch
+    assert max_batch_size(spec, scenario, mode="offload", context_len=context, limit=8) == 8
+
+
+@pytest.fixture(scope="module")
+def serving_run(tmp_path_factory):
+    from moesim.scaling.analyses import run_analysis
+
+    result = run_analysis(
+        SCENARIOS_DIR / "scaling-serving.toml",
+        [
+            ("scaling.experts", [4, 32]),
+            ("scaling.batch_sizes", [1, 8]),
+            ("scaling.max_batch", 16),
+            ("scaling.decode_steps", 4),
+            ("scaling.fit_tokens", 2048),
+            ("scaling.workers", 1),
+        ],
+        expected="serving",
+    )
+    out = tmp_path_factory.mktemp("serving")
+    result.write(out)
+    return result, out
+
+
+def test_serving_rows_and_choice(serving_run):
+    result, _ = serving_run
+    rows = result.table.to_pylist()
+    assert {r["mode"] for r in rows} == {"offload", "resident"}
+    for r in rows:
+        assert r["batch_size"] <= max(r["max_batch_size"], 1)
+        if r["status"] == "ok":
+            assert r["cost_per_million_tokens"] == pytest.approx(0.8 / 3600 / r["decode_tokens_per_s"] * 1e6)
+            assert r["cache_bytes"] == r["mem_cache_slots"] * r["expert_bytes"]
+            used = r["mem_non_expert_bytes"] + r["mem_kv_cache_bytes"] + r["mem_staging_bytes"] + r["mem_reserve_bytes"]
+            assert used + r["cache_bytes"] <= r["mem_gpu_bytes"]
+        if r["mode"] == "resident" and r["status"] == "ok":
+            assert r["hit_rate"] == 1.0 and r["misses"] == 0
+    # E=4 fits the 24 GiB GPU whole; E=32 (29 GiB of weights) does not, and says how many it needs.
+    resident32 = [r for r in rows if r["mode"] == "resident" and r["num_experts"] == 32]
+    assert all(r["status"] == "infeasible" and "cache.capacity" in r["reason"] for r in resident32)
+    assert resident32[0]["min_gpus_resident"] == 2
+    for key in {(r["num_experts"], r["mode"]) for r in rows}:
+        group = [r for r in rows if (r["num_experts"], r["mode"]) == key and r["status"] == "ok"]
+        chosen = [r for r in group if r["chosen"]]
+        assert len(chosen) == (1 if group else 0)
+        if chosen:
+            assert chosen[0]["cost_per_million_tokens"] == min(r["cost_per_million_tokens"] for r in group)
+    assert "clark2022" in result.settings["quality_proxy"]
+
+
+# ---------------------------------------------------------------------------------------- architectures analysis
+@pytest.fixture(scope="module")
+def architectures_run(tmp_path_factory):
+    from moesim.scaling.analyses import run_analysis
+
+    result = run_analysis(
+        SCENARIOS_DIR / "scaling-architectures.toml",
+        [
+            ("scaling.num_layers", [36, 48]),
+            ("scaling.hidden_sizes", [2048, 3072]),
+            ("scaling.num_experts", [32, 64, 128]),
+            ("scaling.top_k", [2, 4, 8]),
+            ("scaling.num_shared_experts", [0]),
+            ("scaling.max_simulations", 3),
+            ("scaling.sequences", 1),
+            ("scaling.tokens_per_sequence", 16),
+            ("scaling.fit_tokens", 2048),
+            ("scaling.workers", 1),
+        ],
+        expected="architectures",
+    )
+    out = tmp_path_factory.mktemp("architectures")
+    result.write(out)
+    return result, out
+
+
+def test_architectures_ranks_the_simulated_families(architectures_run):
+    result, _ = architectures_run
+    rows = result.table.to_pylist()
+    simulated = [r for r in rows if r["simulated"]]
+    assert len(simulated) == 3 and result.num_candidates == len(rows)
+    assert len({(r["num_experts"], r["top_k"], r["num_shared_experts"]) for r in simulated}) == 3
+    ranked = result.ranked()
+    assert [r["rank"] for r in ranked] == [1, 2, 3]
+    speeds = [r["decode_tokens_per_s"] for r in ranked if r["status"] == "ok"]
+    assert speeds == sorted(speeds, reverse=True)
+    for r in rows:
+        assert max(abs(r["dev_flops_per_token"]), abs(r["dev_active_params"]), abs(r["dev_total_params"])) <= 0.05
+        assert r["num_layers"] in (36, 48) and r["hidden_size"] in (2048, 3072)
+    for r in simulated:
+        assert r["trace_source"] == "synthetic" and r["trace"].startswith(
+            f"synthetic:E={r['num_experts']},k={r['top_k']}"
+        )
+        assert r["mem_expert_bytes"] == r["expert_bytes"]
+    assert "L48-h2048-E128-k8-s0-f768" in {r["name"] for r in simulated}
+
+
+# ---------------------------------------------------------------------------------------- reports and CLI
+@pytest.mark.parametrize(
+    "fixture, figures",
+    [
+        ("granularity_run", ["granularity_hit_rate.png", "granularity_tokens.png"]),
+        ("serving_run", ["serving_cost.png"]),
+        ("architectures_run", ["architectures_tokens.png"]),
+    ],
+)
+def test_reports_render_from_the_dataset(fixture, figures, request):
+    from moesim.scaling.analyses import read_results
+    from moesim.scaling.report import render
+
+    result, out = request.getfixturevalue(fixture)
+    analysis, table, document = read_results(out)
+    assert table.equals(result.table)
+    assert document["analysis"] == analysis
+    report = render(out)
+    text = report.read_text()
+    assert text.startswith("# ") and "Extrapolation rule" in text
+    for name in figures:
+        assert (out / name).stat().st_size < 200_000 and f"]({name})" in text
+
+
+def test_results_reader_refuses_other_files(tmp_path, granularity_run):
+    import pyarrow.parquet as pq
+
+    from moesim.scaling.analyses import read_results
+
+    with pytest.raises(ConfigError, match="no results.parquet"):
+        read_results(tmp_path)
+    _, out = granularity_run
+    table = pq.read_table(out / "results.parquet")
+    pq.write_table(
+        table.replace_schema_metadata(
+            {b"moesim.dataset": b'{"kind": "moesim.scaling.granularity", "schema_version": 99}'}
+        ),
+        tmp_path / "results.parquet",
+    )
+    with pytest.raises(ConfigError, match="schema version 99"):
+        read_results(tmp_path)
+    pq.write_table(table.replace_schema_metadata({}), tmp_path / "results.parquet")
+    with pytest.raises(ConfigError, match="not a moesim scaling dataset"):
+        read_results(tmp_path)
+
+
+def test_cli_budget_and_errors(capsys):
+    from moesim.cli import main
+
+    assert main(["scaling", "budget", "mixtral-8x7b", "--json"]) == 0
+    sheet = json.loads(capsys.readouterr().out)
+    assert sheet["total_params"] == _mixtral_by_hand() and abs(sheet["total_vs_published"]) < 0.01
+    assert main(["scaling", "budget", "qwen3-30b-a3b"]) == 0
+    assert "total parameters" in capsys.readouterr().out
+    assert main(["scaling", "budget", "no-such-model"]) == 2
+    assert "unknown model preset" in capsys.readouterr().err
+    assert main(["scaling", "architectures", "--flops-per-token", "9e9", "--active", "3e9", "--total", "30e9"]) == 2
+    assert "--trace" in capsys.readouterr().err
+    assert main(["scaling", "serving", str(SCENARIOS_DIR / "scaling-granularity.toml")]) == 2
+    assert "moesim scaling granularity" in capsys.readouterr().err
+
+
+def test_cli_architectures_without_a_file(tmp_path, capsys):
+    from moesim.cli import main
+
+    spec = moesim.get_model("olmoe-1b-7b")
+    code = main(
+        [
+            "scaling",
+            "architectures",
+            "--flops-per-token",
+            str(spec.flops_per_token(4096).total),
+            "--active",
+            str(spec.active_params),
+            "--total",
+            str(spec.total_params),
+            "--template",
+            "olmoe-1b-7b",
+            "--trace",
+            str(GPT_OSS_TRACE),
+            "--hardware",
+            "rtx3060-pcie4",
+            "--tolerance",
+            "0.02",
+            "--top",
+            "3",
+            "--max-simulations",
+            "2",
+            "--set",
+            "scaling.sequences=1",
+            "--set",
+            "scaling.tokens_per_sequence=8",
+            "--set",
+            "scaling.fit_tokens=2048",
+            "--set",
+            "scaling.num_layers=[16]",
+            "--set",
+            "scaling.hidden_sizes=[2048]",
+            "--out",
+            str(tmp_path / "arch"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "L16-h2048-E64-k8-s0-f1024" in out and "rtx3060-pcie4" in out
+    assert (tmp_path / "arch" / "report.md").exists()
+    assert main(["scaling", "report", str(tmp_path / "arch")]) == 0

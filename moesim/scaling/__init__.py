@@ -43,7 +43,26 @@ _LAZY = {
     "load_analysis": "moesim.scaling.config",
 }
 
-__all__ = [*_LAZY]
+__all__ = [
+    "ArchitectureBudget",
+    "BudgetSheet",
+    "Candidate",
+    "GranularityConfig",
+    "LawComparison",
+    "LawFit",
+    "SearchSpace",
+    "TraceFamily",
+    "TraceRecipe",
+    "budget_sheet",
+    "compare_laws",
+    "compare_pooled",
+    "enumerate_architectures",
+    "fit_law",
+    "granular_spec",
+    "load_analysis",
+    "run_architectures",
+    "run_granularity",
+]
 
 
 def __getattr__(name: str) -> Any:

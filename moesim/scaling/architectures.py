@@ -28,7 +28,7 @@ from moesim import fields as F
 from moesim.errors import ConfigError
 from moesim.models import ModelSpec, get_model
 from moesim.scaling import dataset
-from moesim.scaling.config import AnalysisFile, as_list, int_list, require, take
+from moesim.scaling.config import AnalysisFile, as_list, int_list, require, take, take_ints
 from moesim.scaling.runner import SimPoint, run_points
 from moesim.scaling.traces import TraceFamily
 from moesim.scenario import apply_overrides
@@ -320,6 +320,23 @@ def representatives(candidates: Sequence[Candidate], limit: int) -> list[Candida
     return list(chosen.values())[:limit]
 
 
+CONFIG_HEADERS = ["rank", "config", "L", "h", "E", "k", "shared", "ffn"]
+
+
+def config_cells(row: dict[str, Any]) -> list[Any]:
+    """The identifying cells of a result row, under :data:`CONFIG_HEADERS` (CLI and report tables)."""
+    return [
+        row["rank"],
+        row["name"],
+        row["num_layers"],
+        row["hidden_size"],
+        row["num_experts"],
+        row["top_k"],
+        row["num_shared_experts"],
+        row["expert_ffn_size"],
+    ]
+
+
 LABELS = {
     "rank": pa.int64(),
     "simulated": pa.bool_(),
@@ -345,26 +362,10 @@ LABELS = {
     "trace_source": pa.string(),
 }
 SCHEMA = dataset.schema(LABELS)
-KEYS = (
-    "flops_per_token",
-    "active_params",
-    "total_params",
-    "context_len",
-    "tolerance",
-    "template",
-    "num_layers",
-    "hidden_sizes",
-    "num_experts",
-    "top_k",
-    "num_shared_experts",
-    "ffn_multiple",
-    "max_simulations",
-    "sequences",
-    "tokens_per_sequence",
-    "prompt_tokens",
-    "fit_tokens",
-    "workers",
-)
+BUDGET_KEYS = ("flops_per_token", "active_params", "total_params", "context_len", "tolerance")
+SPACE_KEYS = ("template", "num_layers", "hidden_sizes", "num_experts", "top_k", "num_shared_experts", "ffn_multiple")
+RUN_KEYS = ("max_simulations", "sequences", "tokens_per_sequence", "prompt_tokens", "fit_tokens", "workers")
+KEYS = BUDGET_KEYS + SPACE_KEYS + RUN_KEYS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,37 +391,25 @@ class ArchitecturesConfig:
             ("flops_per_token", "active_params", "total_params"),
             "give the three budgets (e.g. --flops-per-token 9.3e9 --active 3.3e9 --total 30.5e9)",
         )
-        budget = ArchitectureBudget(
-            **{
-                k: table[k]
-                for k in ("flops_per_token", "active_params", "total_params", "context_len", "tolerance")
-                if k in table
-            }
-        )
-        space_keys = (
-            "template",
-            "num_layers",
-            "hidden_sizes",
-            "num_experts",
-            "top_k",
-            "num_shared_experts",
-            "ffn_multiple",
-        )
-        space_args = {k: table[k] for k in space_keys if k in table}
+        budget = ArchitectureBudget(**{k: table[k] for k in BUDGET_KEYS if k in table})
+        space_args = {k: table[k] for k in SPACE_KEYS if k in table}
         for k in ("num_layers", "hidden_sizes", "num_experts", "top_k", "num_shared_experts"):
             if k in space_args:
                 space_args[k] = tuple(as_list(f"scaling.{k}", space_args[k]))
         out: dict[str, Any] = {"budget": budget, "space": SearchSpace(**space_args)}
-        for key, minimum in (
-            ("max_simulations", 0),
-            ("sequences", 1),
-            ("tokens_per_sequence", 1),
-            ("prompt_tokens", 0),
-            ("fit_tokens", 2),
-            ("workers", 1),
-        ):
-            if key in table:
-                out[key] = F.check_int(f"scaling.{key}", table[key], minimum=minimum)
+        out.update(
+            take_ints(
+                table,
+                {
+                    "max_simulations": 0,
+                    "sequences": 1,
+                    "tokens_per_sequence": 1,
+                    "prompt_tokens": 0,
+                    "fit_tokens": 2,
+                    "workers": 1,
+                },
+            )
+        )
         return cls(**out)
 
 

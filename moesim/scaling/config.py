@@ -121,6 +121,13 @@ def require(table: Mapping[str, Any], keys: Iterable[str], hint: str) -> None:
             F.fail(f"scaling.{key}", f"missing; {hint}")
 
 
+def take_ints(table: Mapping[str, Any], minimums: Mapping[str, int]) -> dict[str, int]:
+    """The integer keys of ``table`` named in ``minimums``, each checked against its minimum."""
+    return {
+        key: F.check_int(f"scaling.{key}", table[key], minimum=low) for key, low in minimums.items() if key in table
+    }
+
+
 def as_list(path: str, value: object) -> list[Any]:
     """A non-empty TOML array (a single value is taken as a list of one)."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]

@@ -15,7 +15,6 @@ read; a version they do not know is refused. Files are written atomically one by
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moesim.errors import ConfigError, one_line
+from moesim.jsonable import dumps, to_jsonable
 from moesim.trace.io import atomic_path, atomic_write_text
 
 METADATA_KEY = b"moesim.dataset"
@@ -83,21 +83,9 @@ def schema(labels: Mapping[str, pa.DataType], *, extra: Mapping[str, pa.DataType
     return pa.schema(fields)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        return _clean(value.item())
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def to_json(document: Any) -> str:
     """Stable JSON (sorted keys, NaN/inf as null) of an analysis document."""
-    return json.dumps(_clean(document), indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+    return dumps(document, sort_keys=True) + "\n"
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], row_schema: pa.Schema, kind: str, version: int) -> pa.Table:
@@ -107,7 +95,7 @@ def rows_table(rows: Sequence[Mapping[str, Any]], row_schema: pa.Schema, kind: s
         unknown = sorted(set(row) - names)
         if unknown:
             raise ConfigError(f"results: column {unknown[0]!r} is not in the {kind} schema; add it there")
-    columns = {name: [_clean(row.get(name)) for row in rows] for name in row_schema.names}
+    columns = {name: [to_jsonable(row.get(name)) for row in rows] for name in row_schema.names}
     table = pa.table(
         {name: pa.array(values, type=row_schema.field(name).type) for name, values in columns.items()},
         schema=row_schema,

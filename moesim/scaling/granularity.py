@@ -40,6 +40,7 @@ from moesim.scaling.config import (
     rate_list,
     require,
     take,
+    take_ints,
 )
 from moesim.scaling.laws import LawComparison, compare_laws, compare_pooled
 from moesim.scaling.runner import SimPoint, run_points
@@ -143,12 +144,9 @@ class GranularityConfig:
         for key in ("sequences", "tokens_per_sequence"):
             if key in table:
                 out[key] = None if table[key] in ("all", None) else F.check_int(f"scaling.{key}", table[key], minimum=1)
-        if "fit_tokens" in table:
-            out["fit_tokens"] = F.check_int("scaling.fit_tokens", table["fit_tokens"], minimum=2)
+        out.update(take_ints(table, {"fit_tokens": 2, "workers": 1}))
         if "calibrate" in table:
             out["calibrate"] = F.check_bool("scaling.calibrate", table["calibrate"])
-        if "workers" in table:
-            out["workers"] = F.check_int("scaling.workers", table["workers"], minimum=1)
         return cls(**out)
 
     def settings(self) -> dict[str, Any]:
