@@ -11,6 +11,7 @@ import pytest
 
 import moesim
 from moesim.errors import ConfigError
+from moesim.scaling.runner import SimPoint
 from tests.conftest import SCENARIOS_DIR, TRACES_DIR
 
 GPT_OSS_TRACE = TRACES_DIR / "gpt-oss-20b-fingerprinting.parquet"
@@ -740,3 +741,37 @@ def test_cli_architectures_without_a_file(tmp_path, capsys):
     assert "L16-h2048-E64-k8-s0-f1024" in out and "rtx3060-pcie4" in out
     assert (tmp_path / "arch" / "report.md").exists()
     assert main(["scaling", "report", str(tmp_path / "arch")]) == 0
+
+
+def test_rows_do_not_depend_on_the_number_of_workers():
+    """A spawn pool of the sweep's executor gives the rows of the in-process run, in point order."""
+    from moesim.scaling.runner import run_points
+    from moesim.scaling.traces import TraceRecipe
+    from moesim.scenario import apply_overrides
+
+    base = {"model": "gpt-oss-20b", "hardware": "rtx4090-pcie4", "workload": {"prefill": False}}
+    recipe = TraceRecipe(kind="real", path=str(GPT_OSS_TRACE), seq_ids=(0, 1), max_tokens=12)
+    points = [
+        SimPoint(
+            scenario=apply_overrides(base, [("cache.capacity", capacity)]),
+            trace=recipe,
+            labels={"capacity_experts": capacity},
+        )
+        for capacity in (96, 2, 192, 384)
+    ]
+    serial = run_points(points, workers=1)
+    parallel = run_points(points, workers=2)
+    assert parallel == serial
+    assert [r["capacity_experts"] for r in parallel] == [96, 2, 192, 384]
+    assert [r["status"] for r in serial] == ["ok", "infeasible", "ok", "ok"]
+    assert "below top_k" in serial[1]["reason"] and serial[1]["hit_rate"] is None
+    hits = [serial[i]["hit_rate"] for i in (0, 2, 3)]
+    assert hits == sorted(hits)
+
+
+def test_is_scaling_dataset(granularity_run, tmp_path):
+    from moesim.scaling.dataset import is_scaling_dataset
+
+    _, out = granularity_run
+    assert is_scaling_dataset(out) and is_scaling_dataset(out / "results.parquet")
+    assert not is_scaling_dataset(tmp_path) and not is_scaling_dataset(GPT_OSS_TRACE)

@@ -80,7 +80,14 @@ def _common_options(parser) -> None:
         metavar="KEY=VALUE",
         help="override a scenario value, e.g. --set scaling.granularities=[1,2,4] (repeatable)",
     )
-    parser.add_argument("--workers", type=int, help="simulation worker processes (default: the scenario's)")
+    parser.add_argument("--workers", type=int, help="simulation workers (default: the scenario's scaling.workers)")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where simulations run: local processes or Ray (as moesim sweep)",
+    )
+    parser.add_argument("--address", help="Ray cluster address (with --executor ray)")
     parser.add_argument("--out", metavar="DIR", help="write results.parquet, analysis.json, report.md and figures")
     parser.add_argument("--json", action="store_true", help="print the analysis document as JSON")
 
@@ -104,7 +111,13 @@ def _run(args, analysis_file) -> object:
     from moesim.scaling.analyses import run_analysis
 
     started = time.perf_counter()
-    result = run_analysis(analysis_file, workers=args.workers, progress=lambda rows: progress(rows, desc="simulating"))
+    result = run_analysis(
+        analysis_file,
+        workers=args.workers,
+        executor=args.executor,
+        address=args.address,
+        progress=lambda rows: progress(rows, desc="simulating"),
+    )
     wall_s = time.perf_counter() - started
     if args.out:
         from moesim.scaling.report import render

@@ -24,6 +24,8 @@ def run_analysis(
     *,
     expected: str | None = None,
     workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
 ):
     """Run the analysis a scaling scenario file (or a loaded :class:`AnalysisFile`) describes.
@@ -33,7 +35,9 @@ def run_analysis(
     ``write(out_dir)``.
     """
     analysis = source if isinstance(source, AnalysisFile) else load_analysis(Path(source), overrides, expected=expected)
-    return _runners()[analysis.analysis](analysis, workers=workers, progress=progress)
+    return _runners()[analysis.analysis](
+        analysis, workers=workers, executor=executor, address=address, progress=progress
+    )
 
 
 def read_results(path: str | os.PathLike):

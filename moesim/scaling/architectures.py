@@ -28,7 +28,14 @@ from moesim import fields as F
 from moesim.errors import ConfigError
 from moesim.models import ModelSpec, get_model
 from moesim.scaling import dataset
-from moesim.scaling.config import AnalysisFile, as_list, int_list, require, take, take_ints
+from moesim.scaling.config import (
+    AnalysisFile,
+    as_list,
+    int_list,
+    require,
+    take,
+    take_ints,
+)
 from moesim.scaling.runner import SimPoint, run_points
 from moesim.scaling.traces import TraceFamily
 from moesim.scenario import apply_overrides
@@ -443,7 +450,12 @@ class ArchitecturesResult:
 
 
 def run_architectures(
-    analysis: AnalysisFile, *, workers: int | None = None, progress: Callable[[Iterable], Iterable] | None = None
+    analysis: AnalysisFile,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> ArchitecturesResult:
     """Enumerate the configurations within budget and simulate one per (E, k, shared) family.
 
@@ -479,7 +491,7 @@ def run_architectures(
         points.append(
             SimPoint(scenario=apply_overrides(analysis.base, [("model", spec.to_dict())]), trace=recipe, labels=labels)
         )
-    rows = run_points(points, workers=workers or config.workers, progress=progress)
+    rows = run_points(points, workers=workers or config.workers, executor=executor, address=address, progress=progress)
     order = sorted(
         range(len(rows)), key=lambda i: (rows[i]["status"] != "ok", -(rows[i]["decode_tokens_per_s"] or 0.0), i)
     )

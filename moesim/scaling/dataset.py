@@ -114,6 +114,19 @@ def write_dataset(out_dir: str | os.PathLike, table: pa.Table, document: Mapping
     return out
 
 
+def is_scaling_dataset(path: str | os.PathLike) -> bool:
+    """True when ``path`` (a directory, or its ``results.parquet``) holds a scaling results dataset."""
+    target = Path(path)
+    results = target / RESULTS_FILE if target.is_dir() else target
+    if results.name != RESULTS_FILE or not results.is_file():
+        return False
+    try:
+        metadata = pq.read_schema(results).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return METADATA_KEY in metadata
+
+
 def read_dataset(path: str | os.PathLike, versions: Mapping[str, int]) -> tuple[str, pa.Table, dict[str, Any]]:
     """``(analysis, rows, document)`` of a results directory (or its ``results.parquet``).
 

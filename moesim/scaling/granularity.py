@@ -393,7 +393,12 @@ def analyse(
 
 
 def run_granularity(
-    analysis: AnalysisFile, *, workers: int | None = None, progress: Callable[[Iterable], Iterable] | None = None
+    analysis: AnalysisFile,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> GranularityResult:
     """Run a granularity analysis from a loaded scaling scenario (see :class:`GranularityConfig`).
 
@@ -425,7 +430,7 @@ def run_granularity(
             f"{family.shape}: every point uses synthetic traces"
         )
     points = plan_points(analysis.base, scenario.model, scenario.hardware, family, config)
-    rows = run_points(points, workers=workers or config.workers, progress=progress)
+    rows = run_points(points, workers=workers or config.workers, executor=executor, address=address, progress=progress)
     rows = [_derive(row) for row in rows]
     fits, pooled, best, calibration, more = analyse(rows)
     table = dataset.rows_table(rows, SCHEMA, ANALYSIS, SCHEMA_VERSION)

@@ -7,14 +7,14 @@ whose configuration cannot run (the model does not fit the GPU, the cache is bel
 with ``status = "infeasible"`` and the one-line reason, not an abort: for a scaling study, what does
 not fit is a result.
 
-Points run in this process, or in a pool of worker processes (``workers > 1``) that rebuild each
-trace from its recipe once. Rows come back in point order whatever the number of workers, and the
-simulator is deterministic, so the same points give the same rows bit for bit.
+Points run in this process or on the sweep's executors (:mod:`moesim.sweep.executors`: a spawn
+process pool or Ray), whose workers rebuild each trace from its recipe once. Rows come back in
+point order whatever the executor and number of workers, and the simulator is deterministic, so
+the same points give the same rows bit for bit.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,16 +118,18 @@ def run_point(point: SimPoint) -> dict[str, Any]:
     return row
 
 
-def _pool_context():
-    import multiprocessing
-
-    # fork would copy a parent that may hold numba's threads; spawn starts clean workers that
-    # load compiled kernels from numba's on-disk cache.
-    return multiprocessing.get_context("spawn")
+def _run_indexed(task: tuple[int, SimPoint]) -> tuple[int, dict[str, Any]]:
+    index, point = task
+    return index, run_point(point)
 
 
 def run_points(
-    points: Sequence[SimPoint], *, workers: int = 1, progress: Callable[[Iterable], Iterable] | None = None
+    points: Sequence[SimPoint],
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> list[dict[str, Any]]:
     """Simulate every point; rows in point order.
 
@@ -135,25 +137,41 @@ def run_points(
     ----------
     points : sequence of SimPoint
     workers : int
-        1 runs in this process; more use a pool of that many worker processes (at most one per CPU).
+        1 runs in this process; more use that many workers of the sweep executor.
+    executor : {"local", "ray"}
+        :func:`moesim.sweep.make_executor`'s kind: a spawn process pool on this machine, or Ray
+        tasks (``address`` of a cluster, or a local one).
     progress : callable, optional
         Wraps the iterable of finished rows (e.g. :func:`moesim.cli._common.progress`).
 
     Notes
     -----
-    This is the one place a scaling analysis executes simulations, so it is the one place to
-    switch to the sweep executor (``moesim.sweep``) once that lands; rows are already one per
-    point, in the results-dataset layout (:mod:`moesim.scaling.dataset`).
+    The executors are the sweep's (:mod:`moesim.sweep.executors`): workers are spawned clean, a
+    worker that dies loses only its own point (that row gets ``status = "failed"`` and the reason),
+    and rows are put back in point order, so the result does not depend on the executor or the
+    number of workers.
     """
+    from moesim.sweep import make_executor
+
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
-    workers = min(workers, os.cpu_count() or 1, max(len(points), 1))
+    rows: list[dict[str, Any] | None] = [None] * len(points)
     wrap = progress or (lambda iterable: iterable)
-    if workers == 1:
-        return [row for row in wrap(run_point(point) for point in points)]
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-        # Larger problems first would balance better, but order of submission must not change the
-        # rows; map() keeps point order.
-        return list(wrap(pool.map(run_point, points, chunksize=1)))
+    def finished():
+        with make_executor(executor, jobs=min(workers, max(len(points), 1)), address=address) as pool:
+            for outcome in pool.map_unordered(_run_indexed, enumerate(points)):
+                if outcome is None:
+                    continue
+                (index, point), result, failure = outcome
+                if failure is not None:
+                    row = {**point.labels, "trace": point.trace.label, **empty_row()}
+                    row.update(status="failed", reason=failure, engine=None)
+                    rows[index] = row
+                else:
+                    rows[index] = result[1]
+                yield rows[index]
+
+    for _ in wrap(finished()):
+        pass
+    return rows  # type: ignore[return-value]

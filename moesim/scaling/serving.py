@@ -369,7 +369,12 @@ class ServingResult:
 
 
 def run_serving(
-    analysis: AnalysisFile, *, workers: int | None = None, progress: Callable[[Iterable], Iterable] | None = None
+    analysis: AnalysisFile,
+    *,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> ServingResult:
     """Run a serving-cost analysis from a loaded scaling scenario (see :class:`ServingConfig`).
 
@@ -441,7 +446,7 @@ def run_serving(
                     "trace_source": recipe.kind,
                 }
                 points.append(SimPoint(scenario=raw, trace=recipe, labels=labels))
-    rows = run_points(points, workers=workers or config.workers, progress=progress)
+    rows = run_points(points, workers=workers or config.workers, executor=executor, address=address, progress=progress)
     for row in rows:
         tokens = row["decode_tokens_per_s"]
         row["cost_per_million_tokens"] = config.gpu_price_per_hour / 3600.0 / tokens * 1e6 if tokens else None
