@@ -473,6 +473,8 @@ def run_serving(
         f"(N = {quality_params(template):.4g}, E = {template.num_experts}); the coefficients are "
         f"inputs, not measurements of these models",
         "cost_formula": "gpu_price_per_hour / 3600 / decode_tokens_per_s * 1e6",
+        "cache_start": "resident: every expert on the GPU before the first token; offload: the expert cache "
+        "starts empty, so its cold misses are part of the measured decode steps",
     }
     return ServingResult(
         table=table, law=config.quality.as_dict(), family=traces.describe(), settings=settings, notes=tuple(notes)
