@@ -238,6 +238,7 @@ def plan_points(
     latency_s = hardware.h2d.latency_s if config.link_latency_s is None else config.link_latency_s
     points = []
     layers = spec.num_moe_layers
+    per_layer = str(base.get("cache", {}).get("layout", "pool")).replace("_", "-") == "per-layer"
     for g in config.granularities:
         model = granular_spec(spec, g)
         expert_bytes = model.expert_bytes()
@@ -247,7 +248,8 @@ def plan_points(
         for role, recipe in roles:
             bandwidths = config.link_bandwidths_bps if role == "sweep" else config.link_bandwidths_bps[:1]
             for budget in config.cache_budgets_bytes:
-                capacity = budget // expert_bytes
+                # A per-layer layout's capacity is each layer's quota: the budget is split evenly.
+                capacity = budget // expert_bytes // (layers if per_layer else 1)
                 for bandwidth in bandwidths:
                     scenario = apply_overrides(
                         base,
