@@ -120,18 +120,7 @@ def _cut(trace: Trace, max_tokens: int | None) -> Trace:
         keep[start : min(stop, start + max_tokens)] = True
     if keep.all():
         return trace
-    rows = np.flatnonzero(keep)
-    return Trace.from_arrays(
-        trace.experts[rows],
-        num_experts=trace.num_experts,
-        seq_ids=trace.seq_ids[rows],
-        positions=trace.positions[rows],
-        phases=trace.phases[rows],
-        weights=None if trace.weights is None else trace.weights[rows],
-        model=trace.model,
-        moe_layers=trace.moe_layers,
-        **{k: v for k, v in trace.metadata.items() if k not in _HEADER_KEYS},
-    )
+    return trace.take(keep)
 
 
 class TraceFamily:

@@ -377,6 +377,15 @@ class Trace:
         merged.update(metadata)
         return self._replace(metadata=merged)
 
+    def take(self, rows: slice | np.ndarray) -> "Trace":
+        """The trace restricted to ``rows`` (a slice, boolean mask or increasing row indices),
+        every column and all metadata kept. Rows of one sequence must stay in order."""
+        if isinstance(rows, np.ndarray) and rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        if isinstance(rows, np.ndarray) and len(rows) > 1 and (np.diff(rows) <= 0).any():
+            raise TraceError("trace: take(rows): row indices must be increasing (execution order)")
+        return self._rows(rows)
+
     def _rows(self, rows: slice | np.ndarray) -> "Trace":
         return self._replace(
             experts=self.experts[rows],

@@ -199,15 +199,7 @@ def _subsample(trace: Trace, max_tokens: int, seed: int) -> Trace:
     rows = np.concatenate(
         [np.arange(offsets[s], offsets[s] + n) for s, n in zip(chosen[by_position], kept[by_position])]
     )
-    return Trace.from_arrays(
-        trace.experts[rows],
-        num_experts=trace.num_experts,
-        seq_ids=trace.seq_ids[rows],
-        positions=trace.positions[rows],
-        phases=trace.phases[rows],
-        model=trace.model,
-        moe_layers=trace.moe_layers,
-    )
+    return trace.take(rows)
 
 
 def _like(sample: Trace, params: SynthParams) -> Trace:
