@@ -333,6 +333,40 @@ def test_rows_hold_exactly_what_the_simulator_reports(tmp_path):
         assert json.loads(row["scenario_json"])["memory"]["capacity_experts"] == point.values["cache.capacity"]
 
 
+def test_traces_are_staged_as_arrow_and_opened_once_per_worker(tmp_path, monkeypatch):
+    import moesim.trace
+    from moesim.sweep import worker
+    from moesim.sweep.runner import TRACE_CACHE, stage_traces
+
+    plan = plan_sweep(write_scenario(tmp_path, GRID))
+    files = check_traces(plan)
+    ((key, source),) = files.items()
+    assert source == TRACE
+    staged = stage_traces(files, tmp_path / "cache")
+    assert staged[key].suffix == ".arrow" and moesim.trace.read_trace(staged[key]).equals(
+        moesim.trace.read_trace(TRACE)
+    )
+    stamp = staged[key].stat().st_mtime_ns
+    assert stage_traces(files, tmp_path / "cache")[key].stat().st_mtime_ns == stamp  # converted once, then reused
+    opened = []
+    real_read = moesim.trace.read_trace
+
+    def counting_read(path, **kwargs):
+        opened.append((Path(path), kwargs))
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(moesim.trace, "read_trace", counting_read)
+    worker._OPEN_TRACES.clear()
+    run_sweep(plan, tmp_path / "out", jobs=1)
+    # the driver validates the Parquet file once; the worker maps the staged Arrow copy once for 4 points
+    assert [(p.suffix, k) for p, k in opened] == [
+        (".parquet", {}),
+        (".parquet", {"validate": False}),
+        (".arrow", {"validate": False}),
+    ]
+    assert not (tmp_path / "out" / TRACE_CACHE).exists()  # removed when the sweep completes
+
+
 def test_a_failing_point_is_recorded_and_the_rest_go_on(tmp_path, monkeypatch):
     import moesim.sim
 
@@ -563,7 +597,9 @@ def test_shipped_sweep_scenario_expands_and_checks():
 
 @pytest.mark.slow
 def test_shipped_sweep_scenario_runs(tmp_path):
-    summary = run_sweep(plan_sweep(SCENARIOS_DIR / "sweep-gptoss-cache.toml"), tmp_path / "out", jobs=2)
+    # every point of the shipped sweep, each cut to its first 40 steps to keep the test quick
+    plan = plan_sweep(SCENARIOS_DIR / "sweep-gptoss-cache.toml", overrides=[("workload.max_steps", 40)])
+    summary = run_sweep(plan, tmp_path / "out", jobs=2)
     assert (summary.num_ok, summary.num_failed) == (36, 0)
     table = read_results(tmp_path / "out")
     assert table.num_rows == 36 and set(table.column("cfg.rho").to_pylist()) == {1.0, 2.0, 3.0, 4.0}

@@ -448,14 +448,27 @@ class ResultsWriter:
         return self.directory / name
 
     def compact(self, order: Sequence[str] = ()) -> None:
-        """Merge every listed file into ``results.parquet`` (rows in ``order`` of point ids first,
-        then the rest in point_index order) and delete the parts."""
+        """Merge every listed file into ``results.parquet`` and delete the parts.
+
+        Rows of the points in ``order`` (point ids, the sweep's expansion order) come first, in
+        that order, with ``point_index`` set to their position in it (a resumed sweep with more
+        values may have shifted it); rows of points no longer in the sweep follow, as they were.
+        """
         from moesim.trace.io import atomic_path
 
         if not self.manifest["files"]:
             return
         table = read_results(self.directory)
         table = table.take(pa.array(_ordering(table, order)))
+        if order and "point_index" in table.column_names:
+            rank = {point_id: i for i, point_id in enumerate(order)}
+            index = [
+                rank.get(p, old)
+                for p, old in zip(table.column("point_id").to_pylist(), table.column("point_index").to_pylist())
+            ]
+            table = table.set_column(
+                table.column_names.index("point_index"), "point_index", pa.array(index, type=pa.int64())
+            )
         table = self._with_metadata(table)
         with atomic_path(self.directory / RESULTS) as tmp:
             pq.write_table(table, tmp, compression="zstd")
@@ -464,6 +477,10 @@ class ResultsWriter:
         self._write_manifest()
         for name in old:
             (self.directory / name).unlink(missing_ok=True)
+        try:
+            (self.directory / PARTS).rmdir()
+        except OSError:  # already gone, or holds files the manifest never listed (left for _remove_strays)
+            pass
 
     def _with_metadata(self, table: pa.Table) -> pa.Table:
         info = {"version": VERSION, "swept": list(self._swept), "latency_quantiles": list(LATENCY_QUANTILES)}

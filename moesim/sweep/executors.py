@@ -60,6 +60,13 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _worker_version() -> str:
+    from moesim import __version__
+    from moesim.sweep import worker  # noqa: F401  (what every task imports)
+
+    return __version__
+
+
 class LocalExecutor:
     """Tasks in this process (``jobs = 1``) or a ``spawn`` process pool of ``jobs`` workers."""
 
@@ -209,7 +216,30 @@ class RayExecutor:
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.jobs = min(self.requested_jobs, cpus) if self.requested_jobs else cpus
+        self._check_workers()
         return self
+
+    def _check_workers(self) -> None:
+        """Fail now, not once per point, when the cluster's workers cannot run this moesim."""
+        import ray
+
+        from moesim import __version__
+
+        try:
+            theirs = ray.get(ray.remote(num_cpus=0, max_retries=0)(_worker_version).remote(), timeout=300)
+        except ray.exceptions.RayError as exc:
+            self.__exit__(None, None, None)
+            detail = " ".join(str(exc).split())[-200:]
+            raise SweepError(
+                f"--executor ray: the cluster's workers cannot import moesim ({detail}); install this "
+                f"moesim (and its dependencies) on every node"
+            ) from None
+        if theirs != __version__:
+            self.__exit__(None, None, None)
+            raise SweepError(
+                f"--executor ray: the cluster's workers run moesim {theirs}, this driver {__version__}; "
+                f"install the same version everywhere"
+            )
 
     def __exit__(self, *exc: object) -> None:
         import ray
