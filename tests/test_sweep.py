@@ -588,6 +588,27 @@ def test_cli_runs_resumes_and_refuses_to_clobber(tmp_path, capsys):
     assert read_results(out).num_rows == 4
 
 
+def test_cli_json_and_exit_status(tmp_path, capsys):
+    path = write_scenario(tmp_path, '[sweep]\n"cache.capacity" = [96, 900]\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "a"), "--jobs", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["num_points"], data["num_ok"], data["num_failed"], data["interrupted"]) == (2, 1, 1, False)
+    assert (
+        data["failures"][0]["values"] == {"cache.capacity": 900} and "exceeds the 768" in data["failures"][0]["error"]
+    )
+    assert data["results"] == str(tmp_path / "a" / "results.parquet")
+    assert (
+        main(
+            ["sweep", str(path), "--grid", "cache.capacity=900", "--out", str(tmp_path / "b"), "--jobs", "1", "--json"]
+        )
+        == 1
+    )
+    assert json.loads(capsys.readouterr().out)["num_ok"] == 0  # every point failed: exit status 1
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [p["values"] for p in listed["points"]] == [{"cache.capacity": 96}, {"cache.capacity": 900}]
+
+
 def test_shipped_sweep_scenario_expands_and_checks():
     plan = plan_sweep(SCENARIOS_DIR / "sweep-gptoss-cache.toml")
     assert len(plan) == 36 and plan.swept_paths == ("cache.capacity", "cache.eviction", "prefetch.predictor")

@@ -12,7 +12,9 @@ def register(subparsers) -> None:
         description=(
             "Expand the scenario's [sweep] table and --grid/--zip axes into points (cartesian product; zip groups "
             "vary together), validate every point, run them on local processes or a Ray cluster and stream one "
-            "row per point into DIR (results.parquet when done). Interrupt at any time and continue with --resume."
+            "row per point into DIR (results.parquet when done). Interrupt at any time and continue with --resume. "
+            "A point that fails is recorded (status, error) and the others go on. Exit status: 0, or 1 when every "
+            "point run failed; 2 for a bad scenario, grid or option (nothing runs); 130 when interrupted."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
@@ -89,6 +91,7 @@ def register(subparsers) -> None:
         metavar="SECONDS",
         help="longest a finished point waits before it is written to DIR (default: 2; 0: at once)",
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON document (the points with --dry-run)")
     parser.add_argument(
         "--dry-run", action="store_true", help="expand and validate every point, print them, run nothing"
     )
@@ -106,9 +109,10 @@ def _positive_int(text: str) -> int:
 
 
 def main(args) -> int:
+    import dataclasses
     from pathlib import Path
 
-    from moesim.cli._common import format_table, progress
+    from moesim.cli._common import format_table, print_json, progress
     from moesim.scenario import parse_assignment
     from moesim.sweep import SweepRunner, format_values, plan_sweep
 
@@ -118,6 +122,10 @@ def main(args) -> int:
         ", ".join((" x ".join(a.paths) if a.is_zip else a.paths[0]) + f" ({len(a)})" for a in plan.spec.axes)
         or "no axes"
     )
+    if args.dry_run and args.json:
+        points = [{"index": p.index, "point_id": p.point_id, "values": p.values} for p in plan.points]
+        print_json({"name": plan.name, "num_points": len(plan), "axes": plan.spec.to_dict(), "points": points})
+        return 0
     if args.dry_run:
         print(f"sweep '{plan.name}': {len(plan)} points over {axes}; all valid")
         rows = [(p.index + 1, p.point_id, format_values(p.values)) for p in plan.points]
@@ -138,7 +146,8 @@ def main(args) -> int:
     )
     with runner:
         skipped = len(plan) - len(runner.todo)
-        print(
+        say = print if not args.json else (lambda *a, **k: None)
+        say(
             f"sweep '{plan.name}': {len(plan)} points over {axes}"
             + (f"; {skipped} already in {out}" if skipped else "")
             + f"; running {len(runner.todo)} on {runner.executor.name} x{runner.executor.jobs}",
@@ -149,6 +158,11 @@ def main(args) -> int:
             if outcome.status != "ok":
                 failures.append(outcome)
     summary = runner.summary
+    status = 1 if summary.num_failed and not summary.num_ok else 0
+    if args.json:
+        failed = [{"point_id": o.point.point_id, "values": o.point.values, "error": o.error} for o in failures]
+        print_json({**dataclasses.asdict(summary), "results": str(out / "results.parquet"), "failures": failed})
+        return status
     print(
         f"{summary.num_run} points in {summary.wall_s:.1f} s: {summary.num_ok} ok, {summary.num_failed} failed"
         + (f" ({summary.num_skipped} skipped)" if summary.num_skipped else "")
@@ -159,7 +173,7 @@ def main(args) -> int:
         print(f"  ... and {len(failures) - 5} more (see the error column)")
     _print_best(out)
     print(f"results: {out}/results.parquet; next: moesim report {out}")
-    return 1 if summary.num_failed and not summary.num_ok else 0
+    return status
 
 
 def _print_best(out) -> None:
