@@ -290,6 +290,8 @@ def test_writer_refuses_to_clobber_or_mix(tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(SweepError, match="holds other files"):
         ResultsWriter.create(tmp_path / "busy", plan)
+    with pytest.raises(SweepError, match="cannot create the results directory"):
+        ResultsWriter.create(tmp_path / "busy" / "notes.txt", plan)
     with ResultsWriter.create(tmp_path / "out", plan):
         pass
     with pytest.raises(SweepError, match=r"already holds sweep results \(0 points\); pass --resume"):

@@ -20,6 +20,7 @@ produce the same dataset (checked, wall-time columns aside).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -110,9 +111,10 @@ def main() -> int:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"sweep {plan.name}: {len(plan)} points, engine {args.engine or 'scenario default'}, "
-        f"{available_cpus()} CPUs; all datasets identical"
+        f"sweep {plan.name}: {len(plan)} points, engine {args.engine or 'scenario default'}, {available_cpus()} CPUs, "
+        f"load average at the end {load} (other work on the machine slows the parallel rows); all datasets identical"
     )
     print(
         format_table(

@@ -308,7 +308,13 @@ class ResultsWriter:
         or any other files.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SweepError(
+                f"--out '{directory}': cannot create the results directory ({exc.strerror or exc}); "
+                f"choose a writable directory path"
+            ) from None
         lock = _lock(directory)
         try:
             if is_dataset(directory) and not overwrite:
@@ -546,7 +552,12 @@ def _lock(directory: Path) -> Any:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no protection against two writers
         return None
-    handle = open(directory / LOCK, "a+")
+    try:
+        handle = open(directory / LOCK, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+    except OSError as exc:
+        raise SweepError(
+            f"--out '{directory}': cannot write there ({exc.strerror or exc}); choose a writable directory"
+        ) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
