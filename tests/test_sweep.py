@@ -294,7 +294,10 @@ def test_writer_refuses_to_clobber_or_mix(tmp_path):
         ResultsWriter.create(tmp_path / "busy" / "notes.txt", plan)
     with ResultsWriter.create(tmp_path / "out", plan):
         pass
-    with pytest.raises(SweepError, match=r"already holds sweep results \(0 points\); pass --resume"):
+    with ResultsWriter.create(tmp_path / "out", plan) as writer:  # nothing to lose in an empty dataset
+        (point,) = [p for p in plan.points if p.index == 0]
+        writer.append([{"point_id": point.point_id, "point_index": 0, "status": "ok", "values": point.values}])
+    with pytest.raises(SweepError, match=r"already holds sweep results \(1 point\); pass --resume"):
         ResultsWriter.create(tmp_path / "out", plan)
     with (
         ResultsWriter.resume(tmp_path / "out", plan),

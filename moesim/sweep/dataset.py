@@ -317,10 +317,10 @@ class ResultsWriter:
             ) from None
         lock = _lock(directory)
         try:
-            if is_dataset(directory) and not overwrite:
-                count = len(read_results(directory, columns=[]))
+            count = len(read_results(directory, columns=[])) if is_dataset(directory) else 0
+            if count and not overwrite:
                 raise SweepError(
-                    f"'{directory}' already holds sweep results ({count} points); pass --resume to continue "
+                    f"'{directory}' already holds sweep results ({count} point{'s' if count != 1 else ''}); pass --resume to continue "
                     f"that sweep, --overwrite to replace it, or choose another --out"
                 )
             # what a dataset (or an overwrite killed half-way) leaves; anything else is not ours to delete
@@ -330,7 +330,7 @@ class ResultsWriter:
                 raise SweepError(
                     f"'{directory}' holds other files ({others[0]}, ...); choose an empty or new --out directory"
                 )
-            if overwrite:
+            if overwrite or is_dataset(directory):  # an empty dataset (nothing ran) is replaced as well
                 (directory / MANIFEST).unlink(missing_ok=True)
                 shutil.rmtree(directory / PARTS, ignore_errors=True)
                 (directory / RESULTS).unlink(missing_ok=True)

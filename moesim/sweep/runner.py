@@ -204,10 +204,16 @@ class SweepRunner:
     def __enter__(self) -> SweepRunner:
         self._started = time.perf_counter()
         self._files = check_traces(self.plan)
-        if self.resume:
-            self._writer = ResultsWriter.resume(self.out_dir, self.plan)
-        else:
-            self._writer = ResultsWriter.create(self.out_dir, self.plan, overwrite=self.overwrite)
+        # the executor first: a cluster that cannot be reached leaves no dataset behind
+        self.executor.__enter__()
+        try:
+            if self.resume:
+                self._writer = ResultsWriter.resume(self.out_dir, self.plan)
+            else:
+                self._writer = ResultsWriter.create(self.out_dir, self.plan, overwrite=self.overwrite)
+        except BaseException:
+            self.executor.__exit__(None, None, None)
+            raise
         try:
             done = self._writer.completed()
             self.todo = tuple(
@@ -215,16 +221,16 @@ class SweepRunner:
                 for p in self.plan.points
                 if p.point_id not in done or (self.retry_failed and done[p.point_id] != "ok")
             )
-            self.executor.__enter__()
+            self._writer.begin_run(
+                executor=self.executor.name,
+                jobs=self.executor.jobs,
+                engine=self.engine or "scenario",
+                points_todo=len(self.todo),
+            )
         except BaseException:
             self._writer.close()
+            self.executor.__exit__(None, None, None)
             raise
-        self._writer.begin_run(
-            executor=self.executor.name,
-            jobs=self.executor.jobs,
-            engine=self.engine or "scenario",
-            points_todo=len(self.todo),
-        )
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -262,6 +268,8 @@ class SweepRunner:
         """Run the points still to do; yields each as it finishes (in completion order)."""
         if self._writer is None:
             raise RuntimeError("use SweepRunner as a context manager: with SweepRunner(...) as runner")
+        if self._stream is not None:
+            raise RuntimeError("SweepRunner.run() runs the sweep once; make a new runner to run it again")
         points = {p.point_id: p for p in self.todo}
         handles: dict[str, Any] = {}
         if self.todo:
