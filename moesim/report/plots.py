@@ -254,7 +254,11 @@ def plot_cdfs(
         if len(positive):
             low, high = min(low, float(positive.min())), max(high, float(positive.max()))
     if high > 0 and low < math.inf and high / low > 20:
+        from matplotlib.ticker import LogLocator, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 20, 50, 100 rather than 10^1, 10^2
     ax.set_ylim(0, 100)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("steps at or below (%)")

@@ -42,7 +42,7 @@ SIZE_PATHS = ("cache.capacity", "cache.reserve")
 MAX_PANELS = 6
 LINE_STYLES = ("-", "--", ":", "-.")
 MAX_BARS = 40
-MAX_CDF_CURVES = 8
+MAX_CDF_CURVES = 10  # one colour each (tab10)
 BREAKDOWN = {
     "time_breakdown_s.dense": "dense layers (attention, shared)",
     "time_breakdown_s.expert_gpu": "expert kernels (GPU)",
