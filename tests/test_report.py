@@ -16,6 +16,7 @@ from moesim.report.sweep_report import (
     choose_cdf_points,
     dimension_table,
     load_sweep_results,
+    reproduce_command,
     write_report,
     write_sweep_report,
 )
@@ -107,6 +108,25 @@ def test_reproduce_command_reruns_the_best_point(results_dir, tmp_path, capsys):
         key=lambda r: r["decode_tokens_per_s"],
     )
     assert summary["decode_tokens_per_s"] == best["decode_tokens_per_s"]
+
+
+def test_reproduce_command_carries_set_values_and_table_values(tmp_path, capsys):
+    path = write_scenario(
+        tmp_path,
+        '[sweep]\nmodel = [{preset = "gpt-oss-20b", expert_format = "bf16"}, '
+        '{preset = "gpt-oss-20b", expert_format = "fp8"}]\n"cache.capacity" = [96, "auto"]\n',
+    )
+    plan = plan_sweep(path, overrides=[("workload.max_steps", 9), ("cache.eviction", "lfu")])
+    run_sweep(plan, tmp_path / "out", jobs=1)
+    results = load_sweep_results(tmp_path / "out")
+    assert results.overrides == (("workload.max_steps", 9), ("cache.eviction", "lfu"))
+    for row in results.ok:
+        command = reproduce_command(results, row)
+        assert "--set workload.max_steps=9 --set cache.eviction=lfu --set 'model={" in command
+        assert main([*shlex.split(command)[1:], "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        assert (summary["num_steps"], summary["hits"]) == (row["num_steps"], row["hits"])
+        assert summary["decode_tokens_per_s"] == row["decode_tokens_per_s"]
 
 
 def test_report_reads_the_dataset_only(results_dir, tmp_path, monkeypatch):

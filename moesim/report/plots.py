@@ -59,9 +59,12 @@ def _figure_class():
     return Figure
 
 
-def new_figure(num_panels: int, *, panel_size: tuple[float, float] = (5.6, 4.0), max_columns: int = 3):
-    """A figure with ``num_panels`` axes in a grid of at most ``max_columns`` columns; returns
-    ``(figure, axes)`` with the unused axes removed."""
+def new_figure(
+    num_panels: int, *, panel_size: tuple[float, float] = (5.6, 4.0), max_columns: int = 3, sharey: bool = False
+):
+    """A figure with ``num_panels`` axes in a grid of at most ``max_columns`` columns (one y scale
+    for all with ``sharey``, so panels compare at a glance); returns ``(figure, axes)`` with the
+    unused axes removed."""
     Figure = _figure_class()
     num_panels = max(num_panels, 1)
     columns = min(num_panels, max_columns)
@@ -69,7 +72,7 @@ def new_figure(num_panels: int, *, panel_size: tuple[float, float] = (5.6, 4.0),
     if num_panels == 1:  # room for a legend of policy combinations in two columns
         panel_size = (max(panel_size[0], 7.5), panel_size[1])
     figure = Figure(figsize=(panel_size[0] * columns, panel_size[1] * rows + 0.8), layout="constrained")
-    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
+    axes = list(figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel())
     for ax in axes[num_panels:]:
         ax.remove()
     return figure, axes[:num_panels]
@@ -128,7 +131,7 @@ def plot_lines(
     -------
     pathlib.Path
     """
-    figure, axes = new_figure(len(panels))
+    figure, axes = new_figure(len(panels), sharey=True)
     colors = color_map([s.key or s.label for panel in panels for s in panel.series])
     marker_keys = list(dict.fromkeys(s.marker_key or s.key or s.label for panel in panels for s in panel.series))
     markers = {key: MARKERS[i % len(MARKERS)] for i, key in enumerate(marker_keys)}

@@ -84,6 +84,7 @@ class SweepResults:
     quantiles: tuple[float, ...]
     rows: tuple[dict[str, Any], ...]
     num_planned: int | None
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -108,17 +109,25 @@ def load_sweep_results(path: str | os.PathLike) -> SweepResults:
     if is_dataset(path):
         manifest = read_manifest(path)
         name, source = manifest.get("name") or path.name, manifest.get("scenario")
-        swept = tuple(manifest.get("swept", {}))
+        swept = tuple(path for path, _ in manifest.get("swept", []))
         quantiles = tuple(manifest.get("latency_quantiles", LATENCY_QUANTILES))
         planned = manifest.get("num_points")
+        overrides = tuple((path, value) for path, value in manifest.get("overrides", []))
     else:
+        overrides = ()
         meta = sweep_metadata(table)
         name, source, planned = path.parent.name or path.stem, None, None
         swept = tuple(meta.get("swept", ()))
         quantiles = tuple(meta.get("latency_quantiles", LATENCY_QUANTILES))
     swept = tuple(p for p in swept if p in table.column_names)
     return SweepResults(
-        name=name, source=source, swept=swept, quantiles=quantiles, rows=tuple(table.to_pylist()), num_planned=planned
+        name=name,
+        source=source,
+        swept=swept,
+        quantiles=quantiles,
+        rows=tuple(table.to_pylist()),
+        num_planned=planned,
+        overrides=overrides,
     )
 
 
@@ -269,23 +278,38 @@ def _looks_numeric(text: str) -> bool:
 
 
 def reproduce_command(results: SweepResults, row: Mapping[str, Any]) -> str | None:
-    """``moesim run SCENARIO --set path=value ...`` for one point, if the scenario is known."""
-    from moesim.scenario import parse_value
-    from moesim.sweep.spec import canonical_json
-
+    """``moesim run SCENARIO --set path=value ...`` for one point (the sweep's own ``--set`` values,
+    then the point's), if the scenario file is known."""
     if not results.source:
         return None
     parts = ["moesim", "run", results.source]
-    for path in results.swept:
-        value = row.get(path)
-        if isinstance(value, str) and parse_value(value) != value and value[:1] in "{[":
-            text = value  # a table or array stored as JSON text: TOML inline syntax differs, keep JSON
-        elif isinstance(value, str):
-            text = value if parse_value(value) == value else json.dumps(value)
-        else:
-            text = canonical_json(value) if not isinstance(value, bool) else str(value).lower()
-        parts += ["--set", f"{path}={text}"]
+    given = json.loads(row["values_json"]) if row.get("values_json") else {}
+    settings = [
+        *results.overrides,
+        *((p, given[p] if p in given else _stored_value(row.get(p))) for p in results.swept),
+    ]
+    for path, value in settings:
+        parts += ["--set", f"{path}={_set_text(value)}"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _stored_value(value: Any) -> Any:
+    """A swept value as the sweep gave it: tables and arrays are stored as JSON text."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _set_text(value: Any) -> str:
+    from moesim.scenario import parse_value
+    from moesim.sweep.spec import toml_value
+
+    if isinstance(value, str) and parse_value(value) == value:
+        return value  # a bare word --set reads back as the same string
+    return toml_value(value)
 
 
 def _fixed_settings(results: SweepResults) -> list[str]:

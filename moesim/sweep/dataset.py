@@ -19,8 +19,9 @@ as JSON), ``status`` ("ok" or "failed"), ``error_type``, ``error``, ``wall_s`` (
 point took), ``engine_used``, resolved configuration ``cfg.*`` (model, hardware, policies,
 ``cfg.capacity_experts``, ``cfg.rho``, ...), the run summary flattened with dots
 (``decode_tokens_per_s``, ``time_breakdown_s.stall_fetch``, ...), ``decode_latency_quantiles_s``
-(decode step latency at :data:`LATENCY_QUANTILES`), ``scenario_json`` (the resolved scenario with
-its memory plan) and ``error_traceback`` for failures that are bugs rather than user errors.
+(decode step latency at :data:`LATENCY_QUANTILES`), ``values_json`` (the point's swept values
+exactly as given), ``scenario_json`` (the resolved scenario with its memory plan) and
+``error_traceback`` for failures that are bugs rather than user errors.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ CFG_TYPES: dict[str, pa.DataType] = {
     "cfg.miss": pa.string(),
 }
 TAIL_TYPES: dict[str, pa.DataType] = {
+    "values_json": pa.string(),
     "decode_latency_quantiles_s": pa.list_(pa.float64()),
     "scenario_json": pa.string(),
     "error_traceback": pa.string(),
@@ -146,6 +148,8 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], swept: Mapping[str, str]) -
         columns[name] = pa.array([row.get(name) for row in rows], type=FIXED_TYPES[name])
     for path, kind in swept.items():
         columns[path] = _swept_array([row["values"][path] for row in rows], kind)
+    # the swept values exactly as given (a string column cannot tell "64" from 64)
+    values_json = [canonical_json(row["values"]) for row in rows]
     for name, kind in [*FIXED_TYPES.items(), *CFG_TYPES.items()]:
         if name not in columns:
             columns[name] = pa.array([row.get(name) for row in rows], type=kind)
@@ -153,7 +157,8 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], swept: Mapping[str, str]) -
         values = [_nan_to_none(row.get(name)) for row in rows]
         columns[name] = pa.array(values, type=_infer(values))
     for name, kind in TAIL_TYPES.items():
-        columns[name] = pa.array([row.get(name) for row in rows], type=kind)
+        values = values_json if name == "values_json" else [row.get(name) for row in rows]
+        columns[name] = pa.array(values, type=kind)
     return pa.table(columns)
 
 
@@ -297,7 +302,8 @@ class ResultsWriter:
         self.directory = directory
         self.manifest = manifest
         self._lock = lock_handle
-        self._swept: dict[str, str] = dict(manifest.get("swept", {}))
+        # [[path, column type], ...]: a list, not a JSON object, so the axes keep their order
+        self._swept: dict[str, str] = dict(manifest.get("swept", []))
 
     # ---- opening
     @classmethod
@@ -396,8 +402,9 @@ class ResultsWriter:
                 kind if old in (None, kind) else ("float64" if {old, kind} == {"int64", "float64"} else "string")
             )
         self.manifest.update(
+            overrides=[[path, value] for path, value in plan.overrides],
             spec=plan.spec.to_dict(),
-            swept=dict(self._swept),
+            swept=[[path, kind] for path, kind in self._swept.items()],
             num_points=len(plan.points),
             latency_quantiles=list(LATENCY_QUANTILES),
         )

@@ -9,6 +9,7 @@ one raises a :class:`~moesim.errors.ConfigError` naming the point and the dotted
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ class SweepPlan:
     """A validated sweep: the base scenario, the spec and every point.
 
     ``fingerprint`` hashes the base (file and ``--set``, labels excluded); a results dataset
-    records it so ``--resume`` refuses results of a different base scenario.
+    records it so ``--resume`` refuses results of a different base scenario. ``overrides`` are the
+    ``--set`` values the base includes (for commands that reproduce a point).
     """
 
     name: str
@@ -63,6 +65,7 @@ class SweepPlan:
     spec: SweepSpec
     points: tuple[SweepPoint, ...] = field(repr=False)
     fingerprint: str
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def swept_paths(self) -> tuple[str, ...]:
@@ -169,6 +172,7 @@ def plan_sweep(
             if key in spec.paths:
                 raise ConfigError(f"--set {key}: {key} is swept; drop the --set or the axis (--grid replaces it)")
         base = apply_overrides(raw, overrides)
-        return expand(base, spec, base_dir=path.parent, source=path)
+        plan = expand(base, spec, base_dir=path.parent, source=path)
+        return dataclasses.replace(plan, overrides=tuple(overrides))
     except ConfigError as exc:
         raise ConfigError(f"scenario '{path}': {exc}") from None

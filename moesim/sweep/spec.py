@@ -149,7 +149,7 @@ def _flatten(table: Mapping[str, Any], prefix: str, *, where: str = "sweep") -> 
             yield path, value
         else:
             raise ConfigError(
-                f"{where}.{path}: expected a list of values to sweep, got {value!r}; write [{_toml(value)}] "
+                f"{where}.{path}: expected a list of values to sweep, got {value!r}; write [{toml_value(value)}] "
                 f"or set it outside [sweep]"
             )
 
@@ -174,7 +174,7 @@ def _axis(group: Mapping[str, Any], where: str) -> Axis:
         if key in seen:
             shown = setting[0] if len(paths) == 1 else dict(zip(paths, setting))
             raise ConfigError(
-                f"{where}: {_toml(shown)} appears twice (positions {seen[key] + 1} and {i + 1}); list each setting once"
+                f"{where}: {toml_value(shown)} appears twice (positions {seen[key] + 1} and {i + 1}); list each setting once"
             )
         seen[key] = i
     return Axis(paths=paths, values=settings)
@@ -233,18 +233,19 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` written as a TOML value (inline tables and arrays included), as ``--set`` reads it."""
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
 
 
 def format_values(values: Mapping[str, Any]) -> str:
     """``cache.capacity=96, cache.eviction="lru"``: a point's values as the user would write them."""
-    return ", ".join(f"{path}={_toml(value)}" for path, value in values.items())
+    return ", ".join(f"{path}={toml_value(value)}" for path, value in values.items())
