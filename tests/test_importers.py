@@ -18,10 +18,10 @@ from moesim.trace.importers import (
     importer_names,
     infer_format,
     register_importer,
+    registry,
     source_metadata,
 )
 from moesim.trace.importers import jsonl as jsonl_module
-from moesim.trace.importers import registry
 from tests.conftest import TRACES_DIR
 from tests.fixtures.importers import make_fixtures as fx
 from tests.strategies import traces

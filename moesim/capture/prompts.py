@@ -42,7 +42,7 @@ class Prompt:
             raise CaptureError("prompt: give exactly one of text, messages or token_ids")
 
     @classmethod
-    def from_messages(cls, messages: Sequence[dict[str, str]]) -> "Prompt":
+    def from_messages(cls, messages: Sequence[dict[str, str]]) -> Prompt:
         return cls(messages=tuple(tuple(sorted(m.items())) for m in messages))
 
     def chat(self) -> list[dict[str, str]]:
@@ -69,7 +69,7 @@ class PromptSet:
         return len(self.prompts)
 
     @classmethod
-    def from_prompts(cls, prompts: Iterable[Prompt | str | Sequence[int]], source: str = "<memory>") -> "PromptSet":
+    def from_prompts(cls, prompts: Iterable[Prompt | str | Sequence[int]], source: str = "<memory>") -> PromptSet:
         """Prompts given in code: strings are text prompts, integer sequences are token ids.
 
         ``sha256`` is taken over the canonical JSON of the prompts, so equal prompts hash equally.

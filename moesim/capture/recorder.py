@@ -58,7 +58,7 @@ class RoutingRecorder:
         self._pending: dict[str, list[Any]] = {}
 
     # ------------------------------------------------------------------ install / remove
-    def __enter__(self) -> "RoutingRecorder":
+    def __enter__(self) -> RoutingRecorder:
         self._handles.append(self.model.register_forward_pre_hook(self._begin, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._end, with_kwargs=True))
         for router in self.layout.routers:

@@ -80,7 +80,7 @@ class CaptureOptions:
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_attributes(cls, source: Any) -> "CaptureOptions":
+    def from_attributes(cls, source: Any) -> CaptureOptions:
         """Options from the same-named attributes of ``source`` (e.g. parsed CLI arguments)."""
         return cls(**{f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)})
 
@@ -256,7 +256,7 @@ def run_capture(
 
 
 # ---------------------------------------------------------------------- resume bookkeeping
-def _open_writer(job: "_Job", out: Path, resume: bool, overwrite: bool) -> tuple[TraceWriter | None, set[int]]:
+def _open_writer(job: _Job, out: Path, resume: bool, overwrite: bool) -> tuple[TraceWriter | None, set[int]]:
     journal = journal_dir(out)
     if resume and journal.exists():
         writer = TraceWriter.resume(out)
@@ -298,7 +298,7 @@ def _writer_metadata(writer: TraceWriter) -> dict[str, Any]:
     return dict(metadata)
 
 
-def _check_same(job: "_Job", header: dict[str, Any], what: str, instead: str) -> None:
+def _check_same(job: _Job, header: dict[str, Any], what: str, instead: str) -> None:
     previous = header.get("capture", {}).get("settings")
     if header.get("source") != SOURCE or not isinstance(previous, dict):
         raise CaptureError(f"{what} was not written by moesim trace capture; write to a new file")
@@ -503,7 +503,7 @@ def describe_model(model: Any) -> dict[str, Any]:
 
 
 def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def _vocab_size(model: Any) -> int | None:

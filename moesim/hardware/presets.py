@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from moesim import fields as F
 from moesim.hardware.spec import (
     _SUBSPECS,
     CPUSpec,
@@ -32,7 +33,6 @@ from moesim.hardware.spec import (
     _prefix,
     override_hardware,
 )
-from moesim import fields as F
 from moesim.policies.registry import Registry
 
 GPUS: Registry[GPUSpec] = Registry("GPU preset")

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moesim import units
 from moesim import fields as F
+from moesim import units
 
 # Tensor/vector math dtypes a FLOP/s table may list.
 FLOPS_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4", "int4")

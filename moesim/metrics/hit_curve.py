@@ -93,7 +93,7 @@ class RequestStream:
     @classmethod
     def from_trace(
         cls, trace: Trace, *, level: str = "layer", layer: int | None = None, grouping: str = "layer"
-    ) -> "RequestStream":
+    ) -> RequestStream:
         """Keys of one MoE layer (``level="layer"``, keys = expert ids) or of all of them
         (``level="model"``, key = ``layer_index * E + expert``, layers in trace order).
 

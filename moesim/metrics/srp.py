@@ -14,9 +14,9 @@ import numpy as np
 
 from moesim.errors import ConfigError
 from moesim.metrics import bootstrap
+from moesim.metrics._checks import _check_layer, _check_trace
 from moesim.metrics.baseline import _check_segment, bernoulli_srp, iid_srp
 from moesim.trace.trace import Trace
-from moesim.metrics._checks import _check_layer, _check_trace
 
 LEVELS = ("layer", "model")
 _EXACT_FLOAT_LIMIT = 2**53

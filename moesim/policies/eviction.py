@@ -37,7 +37,7 @@ from moesim.policies.registry import Registry
 if TYPE_CHECKING:
     from moesim.metrics.hit_curve import RequestStream
 
-EVICTION: Registry[type["EvictionPolicy"]] = Registry("eviction policy")
+EVICTION: Registry[type[EvictionPolicy]] = Registry("eviction policy")
 register_eviction = EVICTION.register
 
 _NO_PINS: frozenset[int] = frozenset()
@@ -68,7 +68,7 @@ class SCHParams:
 class _Future:
     """Cursor over the request stream a future-aware policy was built with."""
 
-    def __init__(self, stream: "RequestStream"):
+    def __init__(self, stream: RequestStream):
         self.keys = np.asarray(stream.keys).tolist()
         self.group_offsets = np.asarray(stream.group_offsets).tolist()
         self.group_token = np.asarray(stream.group_token).tolist()
@@ -112,7 +112,7 @@ class EvictionPolicy:
     has_kernel: ClassVar[bool] = True  # a hit-curve kernel computes the same hits (moesim.kernels)
     name: ClassVar[str] = ""
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         self.params = params if params is not None else self.Params()
         self.clock = 0  # requests served so far
 
@@ -143,7 +143,7 @@ class EvictionPolicy:
 class _OrderedPolicy(EvictionPolicy):
     """Residents in an ordered dict, victim = first unpinned from the old end (LRU, FIFO)."""
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._order: OrderedDict[int, None] = OrderedDict()
 
@@ -182,7 +182,7 @@ class FIFO(_OrderedPolicy):
 class _HeapPolicy(EvictionPolicy):
     """Residents ranked by a priority tuple (smallest evicted) in a heap with lazy invalidation."""
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._resident: dict[int, tuple] = {}  # key -> current priority
         self._heap: list[tuple] = []
@@ -229,7 +229,7 @@ class LFU(_HeapPolicy):
     """Perfect LFU: fewest requests since the start (kept across evictions), ties to the older
     last request."""
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._count: dict[int, int] = {}
         self._last: dict[int, int] = {}
@@ -250,7 +250,7 @@ class LFU(_HeapPolicy):
 class _FuturePolicy(_HeapPolicy):
     needs_future = True
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         if future is None:
             raise ConfigError(
@@ -264,7 +264,7 @@ class _FuturePolicy(_HeapPolicy):
 class Belady(_FuturePolicy):
     """Belady's MIN: evict the key whose next request is farthest away (never-again keys first)."""
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._occurrences: dict[int, list[int]] = {}
         for index, key in enumerate(self.future.keys):
@@ -301,7 +301,7 @@ class SCH(_FuturePolicy):
 
     Params = SCHParams
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._window: dict[int, int] = {}
         self._last: dict[int, int] = {}
@@ -345,7 +345,7 @@ class ActivationFeed:
     drop before each group, those of sequences that left the batch before it.
     """
 
-    stream: "RequestStream"
+    stream: RequestStream
     request_tokens: np.ndarray
     release_offsets: np.ndarray
     release_keys: np.ndarray
@@ -411,7 +411,7 @@ class Static(EvictionPolicy):
 
     has_kernel = False
 
-    def __init__(self, params: Any = None, future: "RequestStream | None" = None):
+    def __init__(self, params: Any = None, future: RequestStream | None = None):
         super().__init__(params, future)
         self._resident: set[int] = set()
 
@@ -442,7 +442,7 @@ def make_policy(
     name: str,
     params: Mapping[str, Any] | Any | None = None,
     *,
-    future: "RequestStream | None" = None,
+    future: RequestStream | None = None,
     field: str = "eviction",
 ) -> EvictionPolicy:
     """A fresh policy by registered name; ``params`` is a mapping of its fields or its Params."""
@@ -489,7 +489,7 @@ class ExpertCache:
         policy: str | EvictionPolicy = "lru",
         *,
         params: Mapping[str, Any] | Any | None = None,
-        future: "RequestStream | None" = None,
+        future: RequestStream | None = None,
     ):
         whole = isinstance(capacity_experts, (int, np.integer)) and not isinstance(capacity_experts, bool)
         if not whole or capacity_experts < 1:

@@ -21,7 +21,7 @@ from moesim.errors import ConfigError
 from moesim.policies.registry import Registry
 from moesim.sim.inputs import SimInputs
 
-PREFETCH: Registry[type["Predictor"]] = Registry("prefetch predictor")
+PREFETCH: Registry[type[Predictor]] = Registry("prefetch predictor")
 register_prefetch = PREFETCH.register
 
 

@@ -54,7 +54,9 @@ def format_run(summary: dict[str, Any], scenario: dict[str, Any], *, wall_s: flo
         f"p90 {format_duration(latency['p90'])}, p99 {format_duration(latency['p99'])}"
     )
     if summary["prefill_tokens"]:
-        lines.append(f"prefill      {format_duration(summary['prefill_time_s'])} for {summary['prefill_tokens']} tokens")
+        lines.append(
+            f"prefill      {format_duration(summary['prefill_time_s'])} for {summary['prefill_tokens']} tokens"
+        )
     lines.append(
         f"experts      hit rate {_pct(summary['hit_rate'])} of {summary['demands']} demands: "
         f"{summary['misses']} misses, {summary['late_prefetches']} late prefetches, "

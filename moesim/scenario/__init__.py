@@ -12,8 +12,8 @@ from moesim.scenario.config import (
     read_scenario_file,
     scenario_from_dict,
 )
-from moesim.scenario.traces import load_trace
 from moesim.scenario.overrides import apply_overrides, parse_assignment, parse_value, set_path
+from moesim.scenario.traces import load_trace
 
 __all__ = [
     "CacheConfig",

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moesim import fields as F
 from moesim.errors import ConfigError
 from moesim.models import ModelSpec, model_from_config
-from moesim import fields as F
 from moesim.scenario.overrides import apply_overrides
 from moesim.units import parse_bytes, parse_duration
 
@@ -79,7 +79,7 @@ class TraceConfig:
     synthetic: dict[str, Any] | None = None
 
     @classmethod
-    def from_dict(cls, data: object, base_dir: Path) -> "TraceConfig":
+    def from_dict(cls, data: object, base_dir: Path) -> TraceConfig:
         table = _table(data, "trace")
         _take(table, "trace", ("path", "max_sequences", "synthetic"))
         if ("path" in table) == ("synthetic" in table):
@@ -134,7 +134,7 @@ class CacheConfig:
     reserve_bytes: int = 2 * 2**30
 
     @classmethod
-    def from_dict(cls, data: object) -> "CacheConfig":
+    def from_dict(cls, data: object) -> CacheConfig:
         from moesim.policies.eviction import EVICTION
 
         table = _table(data, "cache")
@@ -190,7 +190,7 @@ class PrefetchConfig:
     chunk_bytes: int | None = None
 
     @classmethod
-    def from_dict(cls, data: object) -> "PrefetchConfig":
+    def from_dict(cls, data: object) -> PrefetchConfig:
         from moesim.policies.prefetch import PREFETCH
 
         table = _table(data, "prefetch")
@@ -233,7 +233,7 @@ class OffloadConfig:
     ssd_direct: bool = False
 
     @classmethod
-    def from_dict(cls, data: object) -> "OffloadConfig":
+    def from_dict(cls, data: object) -> OffloadConfig:
         from moesim.policies.eviction import EVICTION
         from moesim.policies.miss import MISS
 
@@ -274,7 +274,7 @@ class WorkloadConfig:
     compute_dtype: str = "bf16"
 
     @classmethod
-    def from_dict(cls, data: object) -> "WorkloadConfig":
+    def from_dict(cls, data: object) -> WorkloadConfig:
         from moesim.models import kv_bytes_per_element
 
         table = _table(data, "workload")
@@ -308,7 +308,7 @@ class TimingConfig:
     sampling_s: float = 0.0
 
     @classmethod
-    def from_dict(cls, data: object) -> "TimingConfig":
+    def from_dict(cls, data: object) -> TimingConfig:
         table = _table(data, "timing")
         _take(table, "timing", ("combine", "sampling"))
         out: dict[str, Any] = {}

@@ -80,7 +80,7 @@ def activation_releases(trace: Trace, plan: Plan) -> tuple[np.ndarray, np.ndarra
     np.maximum.at(last_step, seq_index, step_of_row)
     release_step = last_step[seq_index] + 1  # per scheduled row
     experts = trace.experts[plan.step_rows]  # [R, L, k]
-    num_layers, top_k = experts.shape[1], experts.shape[2]
+    num_layers = experts.shape[1]
     keys = (np.arange(num_layers)[None, :, None] * trace.num_experts + experts).reshape(len(experts), -1)
     valid = (experts >= 0).reshape(len(experts), -1) & (release_step < num_steps)[:, None]
     steps = np.broadcast_to(release_step[:, None], keys.shape)[valid]

@@ -371,7 +371,7 @@ class TraceWriter:
         self._closed = False
 
     @classmethod
-    def resume(cls, path: str | os.PathLike) -> "TraceWriter":
+    def resume(cls, path: str | os.PathLike) -> TraceWriter:
         """Reopen the journal an interrupted writer left for ``path``."""
         path = Path(path)
         journal = journal_dir(path)
@@ -507,7 +507,7 @@ class TraceWriter:
         self._closed = True
         return self.path
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

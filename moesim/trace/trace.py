@@ -136,7 +136,7 @@ class Trace:
         predicted_experts: object = None,
         router_logits: object = None,
         **metadata: Any,
-    ) -> "Trace":
+    ) -> Trace:
         """Validate arrays and build a trace (copies nothing that is already the right dtype).
 
         ``positions`` default to 0, 1, 2, ... within each sequence, ``seq_ids`` to one sequence,
@@ -176,7 +176,7 @@ class Trace:
         router_logits: object,
         metadata: Mapping[str, Any],
         validate_values: bool = True,
-    ) -> "Trace":
+    ) -> Trace:
         num_experts = check.check_num_experts(where, num_experts)
         experts = _as_int_array(where, "experts", experts, np.int16, 3)
         num_tokens, num_layers, top_k = experts.shape
@@ -327,7 +327,7 @@ class Trace:
         return {name: int(counts[code]) for code, name in enumerate(PHASES)}
 
     # ------------------------------------------------------------------ views
-    def sequences(self) -> Iterator["Trace"]:
+    def sequences(self) -> Iterator[Trace]:
         """Yield one trace per sequence, in order."""
         for i in range(self.num_sequences):
             yield self._rows(slice(int(self._seq_offsets[i]), int(self._seq_offsets[i + 1])))
@@ -338,7 +338,7 @@ class Trace:
         layers: Iterable[int] | int | None = None,
         seqs: Iterable[int] | int | None = None,
         phase: str | None = None,
-    ) -> "Trace":
+    ) -> Trace:
         """A sub-trace: ``layers`` index this trace's MoE layers (0..L-1), ``seqs`` are sequence ids,
         ``phase`` is ``"prefill"`` or ``"decode"``."""
         rows = np.ones(self.num_tokens, dtype=bool)
@@ -371,13 +371,13 @@ class Trace:
             moe_layers=[trace.moe_layers[i] for i in index],
         )
 
-    def with_metadata(self, **metadata: Any) -> "Trace":
+    def with_metadata(self, **metadata: Any) -> Trace:
         """A copy with user metadata keys added or replaced."""
         merged = dict(self._user_metadata)
         merged.update(metadata)
         return self._replace(metadata=merged)
 
-    def take(self, rows: slice | np.ndarray) -> "Trace":
+    def take(self, rows: slice | np.ndarray) -> Trace:
         """The trace restricted to ``rows`` (a slice, boolean mask or increasing row indices),
         every column and all metadata kept. Rows of one sequence must stay in order."""
         if isinstance(rows, np.ndarray) and rows.dtype == bool:
@@ -386,7 +386,7 @@ class Trace:
             raise TraceError("trace: take(rows): row indices must be increasing (execution order)")
         return self._rows(rows)
 
-    def _rows(self, rows: slice | np.ndarray) -> "Trace":
+    def _rows(self, rows: slice | np.ndarray) -> Trace:
         return self._replace(
             experts=self.experts[rows],
             weights=None if self.weights is None else self.weights[rows],
@@ -397,7 +397,7 @@ class Trace:
             phases=self.phases[rows],
         )
 
-    def _replace(self, **changes: Any) -> "Trace":
+    def _replace(self, **changes: Any) -> Trace:
         fields = dict(
             experts=self.experts,
             num_experts=self.num_experts,
@@ -417,7 +417,7 @@ class Trace:
 
     # ------------------------------------------------------------------ misc
     @classmethod
-    def concat(cls, traces: Iterable["Trace"]) -> "Trace":
+    def concat(cls, traces: Iterable[Trace]) -> Trace:
         """Join traces of the same shape (E, L, k, columns) one after another; seq ids must not clash."""
         traces = list(traces)
         if not traces:
@@ -462,7 +462,7 @@ class Trace:
             validate_values=False,
         )
 
-    def equals(self, other: "Trace") -> bool:
+    def equals(self, other: Trace) -> bool:
         """Same arrays (bit for bit, NaN-safe) and same metadata."""
         if not isinstance(other, Trace) or self.metadata != other.metadata:
             return False

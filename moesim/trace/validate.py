@@ -102,7 +102,7 @@ def _may_repeat(experts: np.ndarray) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def row_masks(top_k: int) -> np.ndarray:
     """uint64 ``[top_k - 1, period]``: which lanes of a word pair with the lane ``d`` further on in one row.
 

@@ -118,7 +118,7 @@ class ProgressBar:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._bar = None
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def update(self, progress: Any) -> None:

@@ -19,9 +19,7 @@ line by line, which finds the first bad line for the message.
 from __future__ import annotations
 
 import json
-import math
 from array import array
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 

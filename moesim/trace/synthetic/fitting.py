@@ -427,7 +427,7 @@ def _calibrate(
     if np.abs(moments - target).max() > _RESTART_TOL:
         for name in active:
             current[name] = _solve(
-                lambda x: simulate({**current, name: x}, (name,))[name],
+                lambda x, name=name: simulate({**current, name: x}, (name,))[name],
                 targets[name], 0.0, _upper_bound(name, current), current[name],
             )
         retry, retry_moments = _newton(evaluate, target, active, current)

@@ -144,7 +144,7 @@ class SynthParams:
 
     def rescaled(
         self, *, num_experts: int | None = None, top_k: int | None = None, num_layers: int | None = None
-    ) -> "SynthParams":
+    ) -> SynthParams:
         """The same routing process for another architecture (expert count, top-k, depth).
 
         Extrapolation rule: ``popularity_skew``, ``popularity_tail``, ``persistence``,
@@ -185,7 +185,7 @@ class SynthParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "params") -> "SynthParams":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "params") -> SynthParams:
         """Build from a mapping (e.g. parsed JSON); unknown or missing keys are a :class:`ConfigError`."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping of parameter names to values, got {type(data).__name__}")

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from moesim.errors import ConfigError
+from moesim.jsonable import to_jsonable
 from moesim.trace.stats import expert_popularity, previous_token_reuse
 from moesim.trace.trace import Trace
-from moesim.jsonable import to_jsonable
 
 # Rows per vectorised block: bounds the [rows, L, k, k] comparison temporaries to tens of MB.
 _CHUNK_ROWS = 1 << 14
