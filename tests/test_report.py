@@ -7,6 +7,8 @@ import shlex
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from moesim.cli import main
@@ -243,3 +245,10 @@ def test_report_cli(results_dir, tmp_path, capsys):
     (tmp_path / "x.json").write_text(json.dumps({"trace": {}, "settings": {}, "hit_rates": [], "srp": []}))
     assert main(["report", str(tmp_path / "x.json"), "--metric", "hit_rate"]) == 2
     assert "--metric: applies to sweep results" in capsys.readouterr().err
+    scaling = tmp_path / "granularity"
+    scaling.mkdir()
+    metadata = {b"moesim.dataset": json.dumps({"kind": "moesim.scaling.granularity", "schema_version": 1}).encode()}
+    pq.write_table(pa.table({"x": [1]}).replace_schema_metadata(metadata), scaling / "results.parquet")
+    for target in (scaling, scaling / "results.parquet"):
+        assert main(["report", str(target)]) == 2
+        assert f"its report comes from moesim scaling report {scaling}" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from moesim.errors import ConfigError
 from moesim.units import format_bytes, format_rate
@@ -895,6 +896,25 @@ def _metrics_markdown(data: Mapping[str, Any], srp_rows, sch_rows, plots: Sequen
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _dataset_kind(path: Path) -> str:
+    """What a Parquet file says it is: "moesim.sweep" for sweep results, the ``kind`` other
+    moesim datasets record under the ``moesim.dataset`` schema key, or "" (not a Parquet file)."""
+    import pyarrow.parquet as pq
+
+    from moesim.sweep.dataset import METADATA_KEY
+
+    if not path.is_file() or path.suffix.lower() not in (".parquet", ".pq"):
+        return ""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        if METADATA_KEY in metadata:
+            return "moesim.sweep"
+        kind = json.loads(metadata[b"moesim.dataset"]).get("kind", "") if b"moesim.dataset" in metadata else ""
+    except (OSError, ValueError, AttributeError, pa.ArrowException):
+        return ""
+    return kind if isinstance(kind, str) else ""
+
+
 def write_report(
     path: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -914,10 +934,16 @@ def write_report(
                 f"--{'metric' if metric != DEFAULT_METRIC else 'points'}: applies to sweep results, not to metrics JSON"
             )
         return write_metrics_report(path, out_dir)
-    if is_dataset(path) or (path.is_file() and path.suffix.lower() in (".parquet", ".pq")):
+    if is_dataset(path) or _dataset_kind(path) == "moesim.sweep":
         return write_sweep_report(path, out_dir, metric=metric, points=points, top=top)
     if not path.exists():
         raise ConfigError(f"'{path}': no such file or directory")
+    kind = _dataset_kind(path / "results.parquet" if path.is_dir() else path)
+    if kind.startswith("moesim.scaling."):
+        raise ConfigError(
+            f"'{path}' holds the results of a scaling analysis ({kind}); its report comes from "
+            f"moesim scaling report {path if path.is_dir() else path.parent}"
+        )
     raise ConfigError(
         f"'{path}': not sweep results (a moesim sweep --out directory or its results.parquet) "
         f"nor moesim metrics --json output"
