@@ -114,23 +114,18 @@ def render_value(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
 
 
+_ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+
+
 def _swept_array(values: list[Any], kind: str) -> pa.Array:
     if kind == "string":
-        return pa.array([render_value(v) for v in values], type=pa.string())
-    return pa.array(values, type={"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}[kind])
+        values = [render_value(v) for v in values]
+    return pa.array(values, type=_ARROW_TYPES[kind])
 
 
 def _infer(values: list[Any]) -> pa.DataType:
     present = [v for v in values if v is not None]
-    if not present:
-        return pa.null()
-    if all(isinstance(v, bool) for v in present):
-        return pa.bool_()
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pa.int64()
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.float64()
-    return pa.string()
+    return _ARROW_TYPES[value_type(present)] if present else pa.null()
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]], swept: Mapping[str, str]) -> pa.Table:
@@ -155,7 +150,10 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], swept: Mapping[str, str]) -
             columns[name] = pa.array([row.get(name) for row in rows], type=kind)
     for name in metric_names:
         values = [_nan_to_none(row.get(name)) for row in rows]
-        columns[name] = pa.array(values, type=_infer(values))
+        kind = _infer(values)
+        if kind == pa.string():  # text, or values of mixed kinds: all as text
+            values = [None if v is None else render_value(v) for v in values]
+        columns[name] = pa.array(values, type=kind)
     for name, kind in TAIL_TYPES.items():
         values = values_json if name == "values_json" else [row.get(name) for row in rows]
         columns[name] = pa.array(values, type=kind)
