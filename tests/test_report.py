@@ -207,7 +207,7 @@ def test_report_of_a_sweep_where_everything_failed(tmp_path):
 
 
 # ---------------------------------------------------------------------- metrics JSON
-def test_metrics_report_plots_srp_and_sch_against_segment(trace_path, tmp_path, capsys):
+def test_metrics_report_plots_srp_and_sch_against_segment(trace_path, tmp_path, capsys):  # noqa: F811 (the fixture)
     code = main(
         ["metrics", str(trace_path), "--json", "--segments", "2,4,8", "--rho", "1,2", "--policies", "lru,belady,sch"]
     )
