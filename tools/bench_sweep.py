@@ -1,20 +1,24 @@
 """Benchmark sweep throughput: points per second in this process, on local worker processes and on Ray.
 
-    python tools/bench_sweep.py                     # the shipped GPT-OSS-20B cache sweep (36 points)
-    python tools/bench_sweep.py --engine des        # heavier points (the SimPy reference engine)
-    python tools/bench_sweep.py --max-steps 40      # lighter points: shows the per-point overhead
+    python tools/bench_sweep.py                     # the shipped GPT-OSS-20B sweep (36 points) on all 33 prompts
+    python tools/bench_sweep.py --sequences 2       # the sweep as shipped: light points, overhead shows
+    python tools/bench_sweep.py --engine des        # the SimPy reference engine (much heavier points)
 
 Every row is measured in this run on this machine, on the same sweep into a fresh results
 directory: ``in-process`` (``--jobs 1``: no worker processes; the baseline), a pool of one
 worker process (what process isolation, pickling and the results stream cost), a pool of
 ``--jobs`` workers, and Ray on a local cluster of ``--jobs`` CPUs (skipped without ray).
 
+Before the rows, one point runs in this process so numba's on-disk cache holds the compiled
+kernels; worker processes then load them instead of compiling (a cold cache costs each new
+worker tens of seconds, which would otherwise dominate every row).
+
 Columns: ``wall s`` from the start of the sweep (workers' start-up, trace staging, compaction
 included) to the end; ``points/s`` = points / wall; ``steady points/s`` = points finished after
-the first one, divided by the time since the first one finished (start-up excluded);
-``speed-up`` and ``efficiency`` (speed-up / workers) of the steady rate against the in-process
-baseline; ``sim s/point``: the mean time a worker spent in the point itself. All variants must
-produce the same dataset (checked, wall-time columns aside).
+the first ``workers`` (each worker's first point carries its start-up), divided by the time
+since then; ``speed-up`` and ``efficiency`` (speed-up / workers) of the steady rate against the
+in-process baseline; ``sim s/point``: the mean time a worker spent in a point (first points
+included). All variants must produce the same dataset (checked, wall-time columns aside).
 """
 
 from __future__ import annotations
@@ -31,12 +35,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from moesim.cli._common import format_table  # noqa: E402
-from moesim.sweep import LocalExecutor, SweepRunner, available_cpus, plan_sweep, read_results  # noqa: E402
+from moesim.sweep import (  # noqa: E402
+    LocalExecutor,
+    SweepRunner,
+    available_cpus,
+    plan_sweep,
+    read_results,
+    run_sweep,
+)
 
 SCENARIO = REPO / "scenarios" / "sweep-gptoss-cache.toml"
 
 
-def measure(plan, out: Path, executor, engine: str | None) -> dict:
+def measure(plan, out: Path, executor, engine: str | None, workers: int) -> dict:
     """Run the whole sweep; returns wall time, completion times and the per-point times."""
     started = time.perf_counter()
     finished = []
@@ -49,9 +60,10 @@ def measure(plan, out: Path, executor, engine: str | None) -> dict:
     if statuses != {"ok"}:
         raise SystemExit(f"{out}: points failed ({statuses}); the benchmark needs a clean sweep")
     sim_s = table.column("wall_s").to_numpy()
+    first = min(workers, len(finished)) - 1  # the last of the workers' first points
     steady = (
-        (len(finished) - 1) / (finished[-1] - finished[0])
-        if len(finished) > 1 and finished[-1] > finished[0]
+        (len(finished) - 1 - first) / (finished[-1] - finished[first])
+        if finished and finished[-1] > finished[first]
         else float("nan")
     )
     return {
@@ -68,11 +80,19 @@ def main() -> int:
     parser.add_argument("--scenario", type=Path, default=SCENARIO, help="sweep scenario (default: the shipped one)")
     parser.add_argument("--jobs", type=int, default=available_cpus(), help="workers for the parallel rows")
     parser.add_argument("--engine", choices=("auto", "des", "fast"), default=None, help="simulation engine")
+    parser.add_argument(
+        "--sequences",
+        type=int,
+        default=33,
+        help="trace.max_sequences of every point (default 33: the whole shipped trace)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="override workload.max_steps (lighter points)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray row")
     args = parser.parse_args()
 
-    overrides = [] if args.max_steps is None else [("workload.max_steps", args.max_steps)]
+    overrides = [("trace.max_sequences", args.sequences)]
+    if args.max_steps is not None:
+        overrides.append(("workload.max_steps", args.max_steps))
     plan = plan_sweep(args.scenario, overrides=overrides)
     variants = [
         ("in-process", LocalExecutor(1), 1),
@@ -87,10 +107,12 @@ def main() -> int:
         except ImportError as exc:
             print(f"ray row skipped: {exc}")
     work = Path(tempfile.mkdtemp(prefix="moesim-bench-sweep-"))
+    warm_up = plan_sweep(args.scenario, overrides=[*overrides, ("workload.max_steps", 2)])
+    run_sweep(warm_up, work / "warm-up", jobs=1, engine=args.engine)
     rows, reference, baseline = [], None, None
     try:
         for i, (name, executor, workers) in enumerate(variants):
-            result = measure(plan, work / f"run{i}", executor, args.engine)
+            result = measure(plan, work / f"run{i}", executor, args.engine, workers)
             if reference is None:
                 reference, baseline = result["table"], result["steady"]
             elif not result["table"].equals(reference):
