@@ -30,6 +30,10 @@ _LAZY = {
     "sim": "moesim.sim",
     "import_trace": "moesim.trace.importers",
     "synthetic": "moesim.trace.synthetic",
+    "sweep": "moesim.sweep",
+    "plan_sweep": "moesim.sweep",
+    "run_sweep": "moesim.sweep",
+    "read_results": "moesim.sweep",
 }
 
 __all__ = [

@@ -34,5 +34,5 @@ def test_version_and_help():
     out = subprocess.run([sys.executable, "-m", "moesim", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("moesim ")
     helped = subprocess.run([sys.executable, "-m", "moesim", "--help"], capture_output=True, text=True, check=True)
-    for command in ("trace", "metrics", "run", "models", "hardware"):
+    for command in ("trace", "metrics", "run", "models", "hardware", "sweep", "report", "scaling"):
         assert command in helped.stdout

@@ -232,7 +232,7 @@ def test_metrics_report_plots_srp_and_sch_against_segment(trace_path, tmp_path, 
     assert sch[-1][4] == f"{100 * lru['rates'][1]['rate']:.1f}%"  # model level, rho 2, LRU column
 
 
-def test_report_cli(results_dir, tmp_path, capsys):
+def test_report_cli(results_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "copy"
     shutil.copytree(results_dir, out)
     assert main(["report", str(out), "--top", "3"]) == 0
@@ -249,6 +249,11 @@ def test_report_cli(results_dir, tmp_path, capsys):
     scaling.mkdir()
     metadata = {b"moesim.dataset": json.dumps({"kind": "moesim.scaling.granularity", "schema_version": 1}).encode()}
     pq.write_table(pa.table({"x": [1]}).replace_schema_metadata(metadata), scaling / "results.parquet")
+    rendered = []
+    import moesim.scaling.report as scaling_report
+
+    monkeypatch.setattr(scaling_report, "render", lambda path: rendered.append(path) or scaling / "report.md")
     for target in (scaling, scaling / "results.parquet"):
-        assert main(["report", str(target)]) == 2
-        assert f"its report comes from moesim scaling report {scaling}" in capsys.readouterr().err
+        assert main(["report", str(target)]) == 0  # scaling results render through moesim.scaling.report
+        assert f"report: {scaling}/report.md" in capsys.readouterr().out
+    assert rendered == [str(scaling), str(scaling / "results.parquet")]

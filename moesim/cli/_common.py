@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,12 +54,27 @@ def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", en
 
 
 class _SimpleProgress:
+    """A one-line counter with elapsed time and ETA on stderr, for when tqdm is not installed."""
+
     def __init__(self, iterable: Iterable, total: int | None, desc: str):
         self.iterable, self.total, self.desc = iterable, total, desc
 
     def __iter__(self):
+        started, width = time.monotonic(), 0
         for i, item in enumerate(self.iterable, 1):
-            sys.stderr.write(f"\r{self.desc} {i}/{self.total or '?'}")
+            elapsed = time.monotonic() - started
+            line = f"{self.desc} {i}/{self.total or '?'} [{_clock(elapsed)}"
+            if self.total and i < self.total:
+                line += f", ETA {_clock(elapsed / i * (self.total - i))}"
+            line += "]"
+            width = max(width, len(line))
+            sys.stderr.write("\r" + line.ljust(width))
             sys.stderr.flush()
             yield item
-        sys.stderr.write("\r" + " " * 60 + "\r")
+        sys.stderr.write("\r" + " " * width + "\r")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

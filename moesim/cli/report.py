@@ -56,6 +56,15 @@ def main(args) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top: expected a number of rows >= 1, got {args.top}")
+    from moesim.scaling.dataset import is_scaling_dataset
+
+    if is_scaling_dataset(args.results):  # a `moesim scaling ...` results directory renders itself
+        if args.out:
+            raise ConfigError("--out: a scaling analysis writes its report into its own results directory")
+        from moesim.scaling.report import render
+
+        print(f"report: {render(args.results)}")
+        return 0
     points = [p for p in (args.points or "").split(",") if p.strip()]
     files = write_report(args.results, args.out, metric=args.metric, points=points, top=args.top)
     if files.markdown.name == "report.md" and not files.markdown.parent.name.endswith("-report"):
