@@ -160,6 +160,15 @@ def read_dataset(path: str | os.PathLike, versions: Mapping[str, int]) -> tuple[
             f"results '{results}': {kind} schema version {header.get('schema_version')!r}, this "
             f"moesim reads version {versions[analysis]}; rerun the analysis or upgrade moesim"
         )
+    import importlib
+
+    expected = importlib.import_module(f"moesim.scaling.{analysis}").SCHEMA
+    missing = [name for name in expected.names if name not in table.column_names]
+    if missing:
+        raise ConfigError(
+            f"results '{results}': {kind} lacks column(s) {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; the file is damaged or from another tool: rerun the analysis"
+        )
     document: dict[str, Any] = {}
     doc_path = directory / DOCUMENT_FILE
     if doc_path.exists():
