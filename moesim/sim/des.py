@@ -80,6 +80,8 @@ class DesEngine:
         self.cache: Tier = gpu_tier(inputs)
         self.host: Tier | None = host_tier(inputs)
         self.predictor = make_predictor(inputs)
+        # The registry's name: an unknown or differently spelled one would otherwise route to the CPU.
+        self.miss = miss_policy.MISS.canonical(inputs.miss, field="offload.miss")
         self.columns = StepColumns(inputs.num_steps, inputs.num_layers)
         self.step = 0
         self.prefetched_unused: set[int] = set()
@@ -293,7 +295,7 @@ class DesEngine:
     def _route(self, demand: int, key: int) -> str:
         """fetch or cpu for one miss (see moesim.policies.miss for the estimate)."""
         inputs = self.inputs
-        policy = inputs.miss
+        policy = self.miss
         if policy != "best":
             return policy
         now, h = self.env.now, self.horizon
