@@ -32,9 +32,9 @@ _MAX_REQUESTS = 2**31  # priorities pack request clocks into 32 bits
 
 
 def _codes():
-    from moesim.kernels import sim_cache, sim_fast
+    from moesim.kernels import sim_fast
 
-    return sim_cache.POLICY_CODES, sim_fast.PREDICTOR_CODES, sim_fast.MISS_CODES
+    return sim_fast.POLICY_CODES, sim_fast.PREDICTOR_CODES, sim_fast.MISS_CODES
 
 
 def _canonical(registry, name: object) -> object:
