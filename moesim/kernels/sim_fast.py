@@ -529,14 +529,15 @@ ERROR_OPS = 2  # more work in flight than the pools were sized for (an engine bu
 # kernel hands its helpers borrowed views (:func:`borrow`) and the hot path (one
 # demand, one layer) makes few calls.
 #
-# dem_i[field, d] / dem_f[field, d]: per-demand inputs, and the time each demand's work is done
+# dem_i[field, d] / dem_f[field, d]: per-demand inputs, and the time each demand's work is done.
+# Only the rows a run reads are filled (tokens: activation-aware; activation bytes and CPU time:
+# misses may run on the CPU; stream positions: Belady); the others stay untouched memory.
 DI_KEY = 0
-DI_ID = 1
-DI_TOKENS = 2
-DI_ACT = 3
-DI_SIDX = 4
-DI_NEXTPOS = 5
-NUM_DI = 6
+DI_TOKENS = 1
+DI_ACT = 2
+DI_SIDX = 3
+DI_NEXTPOS = 4
+NUM_DI = 5
 DF_GPU = 0
 DF_CPU = 1
 DF_READY = 2
@@ -642,12 +643,12 @@ _INF = np.inf
 
 
 # ---------------------------------------------------------------------------- links
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _transfer_key(S, op):
     return S[O_CLASS, op] * _CLASS_SHIFT + S[O_ORDER, op]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _entry_valid(S, link, key, op):
     """A heap entry is stale once its transfer started or was re-queued with a new key."""
     return S[O_WAIT, op] == 1 and S[O_LINK, op] == link and _transfer_key(S, op) == key
@@ -726,7 +727,7 @@ def _lheap_pop(S, link):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _link_start(S, F, link, op, now):
     """``op``'s next chunk starts on ``link`` (as Link.send: latency + size / bandwidth)."""
     row = LINK_ROW + link
@@ -742,7 +743,7 @@ def _link_start(S, F, link, op, now):
     F[frow, LF_END] = now + (F[frow, LF_LAT] + size / F[frow, LF_BW])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _link_request(S, F, link, op, num_bytes, now):
     """A new transfer of ``num_bytes`` for ``op`` (class ``S[O_CLASS, op]``) asks for ``link``."""
     row = LINK_ROW + link
@@ -756,7 +757,7 @@ def _link_request(S, F, link, op, num_bytes, now):
         S[RUN, R_ERROR] = ERROR_OPS
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _link_chunk_done(S, F, link, now):
     """The chunk in service ends at ``now``; returns the op whose transfer is complete, or -1.
     A transfer with chunks left re-requests the link at once, so the waiting transfer with the
@@ -796,7 +797,7 @@ def _promote(S, op):
 
 
 # ---------------------------------------------------------------------------- CPU server and ops
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _cpu_request(S, F, dem_f, op, now):
     """The CPU (a FIFO server) runs ``op``'s expert now or after those queued before it."""
     if S[RUN, R_CPU_OP] < 0:
@@ -807,7 +808,7 @@ def _cpu_request(S, F, dem_f, op, now):
         S[RUN, R_CPU_COUNT] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _cpu_done(S, F, dem_f, now):
     op = S[RUN, R_CPU_OP]
     F[RUNF, R_CPU_BUSY] += dem_f[DF_CPU, S[O_DEMAND, op]]
@@ -821,7 +822,7 @@ def _cpu_done(S, F, dem_f, now):
     return op
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _new_op(S, F, kind, key, demand, cls, cached, layer_bytes, now):
     """An op from the free pool, or -1 (with the error set) when the pool is exhausted."""
     top = S[RUN, R_FREE_TOP]
@@ -846,13 +847,13 @@ def _new_op(S, F, kind, key, demand, cls, cached, layer_bytes, now):
     return op
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _free_op(S, op):
     S[RUN, R_BASE + S[RUN, R_MAX_OPS] + S[RUN, R_FREE_TOP]] = op
     S[RUN, R_FREE_TOP] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _continue(S, F, dem_i, op, now):
     """After CPU memory holds (or streamed) the expert: copy it to the GPU (fetch) or send the
     activations to the CPU (CPU execution)."""
@@ -979,7 +980,7 @@ def _stage_done(node, cache, heap, S, F, dem_i, dem_f, op, now):
                 waiter = following
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _next_event(S, F):
     """``(time, server)`` of the earliest completion (servers: links 0-2, CPU 3), or (inf, -1)."""
     best = _INF
@@ -1107,7 +1108,7 @@ def _observe(pop, dem_i, layer, lo, hi):
     """Popularity: count the layer's demand; keep each layer's experts sorted by (-count, id)
     (``pop[0]`` counts, ``pop[1]`` the order, ``pop[2]`` each expert's rank in it)."""
     for d in range(lo, hi):
-        e = dem_i[DI_ID, d]
+        e = dem_i[DI_KEY, d] - layer * pop.shape[2]
         pop[0, layer, e] += 1
         count = pop[0, layer, e]
         pos = pop[2, layer, e]
@@ -1141,7 +1142,7 @@ def _propose(pop, S, offsets, dem_i, predicted_offsets, predicted_ids, step, lay
         if source >= 0:
             g = source * num_layers + target_layer
             for d in range(offsets[g], offsets[g + 1]):
-                out[count] = dem_i[DI_ID, d]
+                out[count] = dem_i[DI_KEY, d] - target_layer * S[PARAMS, P_EXPERTS]
                 count += 1
     elif predictor == PRED_POPULARITY:
         for i in range(S[PARAMS, P_EXPERTS]):
@@ -1206,8 +1207,9 @@ def _miss(node, cache, heap, scratch, S, F, dem_i, dem_f, c, stamp, d, now):
     """A demand for an absent expert: route it, reserve a slot (or stage it) or send it to the CPU.
     Returns ``(op, category)`` with category 1 (the kernel waits for a fetch) or 2 (CPU)."""
     key = dem_i[DI_KEY, d]
-    tokens = dem_i[DI_TOKENS, d]
-    next_use = dem_i[DI_NEXTPOS, d]
+    policy = cache[C_POLICY, c]
+    tokens = dem_i[DI_TOKENS, d] if policy == ACTIVATION else 0
+    next_use = dem_i[DI_NEXTPOS, d] if policy == BELADY else 0
     if _route(node, S, F, dem_i, dem_f, d, key, now) == MISS_FETCH:
         room = room_for(node, cache, heap, scratch, c, stamp, _NO)
         op = _new_op(S, F, KIND_FETCH, key, d, DEMAND, _ONE if room != -1 else _ZERO, _ONE, now)
@@ -1219,7 +1221,7 @@ def _miss(node, cache, heap, scratch, S, F, dem_i, dem_f, c, stamp, d, now):
                 if node[N_PFU, room] != 0:
                     node[N_PFU, room] = 0
                     S[RUN, R_STEP_WASTED] += 1
-            if cache[C_POLICY, c] == BELADY:
+            if policy == BELADY:
                 node[N_NEXTUSE, key] = dem_i[DI_SIDX, d]
             insert(node, cache, heap, c, key, _IN_FLIGHT)
             node[N_OP, key] = op
@@ -1326,7 +1328,8 @@ def _run_steps(node, cache, heap, scratch, S, F, dem_i, dem_f, demand_offsets, d
                     _new_group(node, cache, heap, S, demand_offsets, dem_i, release_offsets, release_keys,
                                release_counts, c, step, layer)
                 if node[N_RES, key] != 0:
-                    served(node, cache, heap, c, key, dem_i[DI_TOKENS, d], dem_i[DI_NEXTPOS, d])
+                    tokens = dem_i[DI_TOKENS, d] if policy == ACTIVATION else 0
+                    served(node, cache, heap, c, key, tokens, dem_i[DI_NEXTPOS, d] if policy == BELADY else 0)
                     if node[N_PFU, key] != 0:
                         node[N_PFU, key] = 0
                         stepi[step, SI_USEFUL] += 1
@@ -1406,23 +1409,51 @@ def _run_owned(node, cache, heap, scratch, S, F, dem_i, dem_f, demand_offsets, d
 
 
 @njit(cache=True, nogil=True)
-def simulate(params, fparams, demand_offsets, demand_keys, demand_ids, demand_tokens, dense_s, head_s,
-             expert_gpu_s, expert_cpu_s, activation_bytes, predicted_offsets, predicted_ids, gpu_preload,
-             host_preload, stream_index, next_pos, first_pos, release_offsets, release_keys, release_counts):
+def _stream_positions(dem_i, demand_offsets, num_layers, num_experts, per_layer, first_pos):
+    """Belady's view of the request stream of each cache (all demands for a pool, a layer's for a
+    per-layer quota): each request's index in it, the index of its key's next request, and each
+    key's first request; a key never requested again gets the step form's sentinel
+    ``len(stream) + 1 + key``."""
+    num_demands = dem_i.shape[1]
+    num_keys = num_layers * num_experts
+    length = np.zeros(num_layers, dtype=np.int64)  # per layer so far, then in all
+    for g in range(len(demand_offsets) - 1):
+        layer = g % num_layers
+        for d in range(demand_offsets[g], demand_offsets[g + 1]):
+            if per_layer:
+                dem_i[DI_SIDX, d] = length[layer]
+                length[layer] += 1
+            else:
+                dem_i[DI_SIDX, d] = d
+    following = np.full(num_keys, -1, dtype=np.int64)
+    for d in range(num_demands - 1, -1, -1):
+        key = dem_i[DI_KEY, d]
+        never = (length[key // num_experts] if per_layer else num_demands) + 1 + key
+        dem_i[DI_NEXTPOS, d] = following[key] if following[key] >= 0 else never
+        following[key] = dem_i[DI_SIDX, d]
+    for key in range(num_keys):
+        never = (length[key // num_experts] if per_layer else num_demands) + 1 + key
+        first_pos[key] = following[key] if following[key] >= 0 else never
+
+
+@njit(cache=True, nogil=True)
+def simulate(params, fparams, demand_offsets, demand_ids, demand_tokens, dense_s, head_s, expert_gpu_s, expert_cpu_s,
+             activation_bytes, predicted_offsets, predicted_ids, gpu_preload, host_preload, release_offsets,
+             release_keys, release_counts):
     """Time a whole run (see the module docstring).
 
-    Demand ``d`` of group ``g = step * L + layer`` is ``demand_keys[d] = layer * E + expert``;
-    ``stream_index``/``next_pos``/``first_pos`` place each request in its cache's request stream
-    (Belady: ``next_pos[d]`` the stream index of the key's next request or the never-again sentinel);
-    ``release_offsets`` [S*L+1] index the activation releases by (step, layer of the key).
-    Returns ``(step_float [S, 10], step_int [S, 11], layer_int [L, 5], layer_stall_s [L],
-    totals_float [7], totals_int [2], error)``; columns are named by the ``*_COLUMNS`` constants.
+    Demand ``d`` of group ``g = step * L + layer`` asks for expert ``demand_ids[d]`` (int16; cache
+    key ``layer * E + expert``) for ``demand_tokens[d]`` tokens (int32); ``predicted_*`` are the
+    trace's predictions in the same layout; ``release_offsets`` [S*L+1] index the activation
+    releases by (step, layer of the key). Returns ``(step_float [S, 10], step_int [S, 11],
+    layer_int [L, 5], layer_stall_s [L], totals_float [7], totals_int [2], error)``; columns are
+    named by the ``*_COLUMNS`` constants.
     """
     num_steps = params[P_STEPS]
     num_layers = params[P_LAYERS]
     num_experts = params[P_EXPERTS]
     num_keys = num_layers * num_experts
-    num_demands = len(demand_keys)
+    num_demands = len(demand_ids)
     per_layer = params[P_PER_LAYER] != 0
     num_gpu_caches = num_layers if per_layer else 1
     capacity = params[P_CAPACITY]
@@ -1443,19 +1474,25 @@ def simulate(params, fparams, demand_offsets, demand_keys, demand_ids, demand_to
     scratch = np.zeros(2 * num_keys + 4, dtype=np.int64)
 
     dem_i = np.empty((NUM_DI, num_demands), dtype=np.int64)
-    dem_i[DI_KEY] = demand_keys
-    dem_i[DI_ID] = demand_ids
-    dem_i[DI_TOKENS] = demand_tokens
-    dem_i[DI_ACT] = activation_bytes
-    dem_i[DI_SIDX] = stream_index
-    dem_i[DI_NEXTPOS] = next_pos
-    dem_f = np.zeros((NUM_DF, num_demands), dtype=np.float64)
-    dem_f[DF_GPU] = expert_gpu_s
-    dem_f[DF_CPU] = expert_cpu_s
-
+    dem_f = np.empty((NUM_DF, num_demands), dtype=np.float64)
     largest_group = 0
     for g in range(len(demand_offsets) - 1):
-        largest_group = max(largest_group, demand_offsets[g + 1] - demand_offsets[g])
+        base = (g % num_layers) * num_experts
+        lo, hi = demand_offsets[g], demand_offsets[g + 1]
+        largest_group = max(largest_group, hi - lo)
+        for d in range(lo, hi):
+            dem_i[DI_KEY, d] = base + demand_ids[d]
+    dem_f[DF_GPU] = expert_gpu_s
+    if params[P_POLICY] == ACTIVATION:
+        for d in range(num_demands):
+            dem_i[DI_TOKENS, d] = demand_tokens[d]
+    if params[P_MISS] != MISS_FETCH:
+        dem_i[DI_ACT] = activation_bytes
+        dem_f[DF_CPU] = expert_cpu_s
+    first_pos = np.zeros(num_keys, dtype=np.int64)
+    if params[P_POLICY] == BELADY:
+        _stream_positions(dem_i, demand_offsets, num_layers, num_experts, per_layer, first_pos)
+
     # In flight at once: the layer's demand work plus prefetches, each holding a GPU slot.
     max_ops = largest_group + min(capacity * num_gpu_caches, num_keys) + 4
     heap_slots = 2 * max_ops + 8

@@ -112,34 +112,6 @@ def _check(inputs: SimInputs) -> tuple[str, str, str, str, int]:
     return eviction, host_eviction, predictor, miss, segment
 
 
-def _stream_positions(keys: np.ndarray, layer_of: np.ndarray, num_layers: int, num_keys: int, per_layer: bool):
-    """Each request's index in its cache's request stream, the index of its key's next request
-    (or the never-again sentinel ``len(stream) + 1 + key`` of Belady's step form), and each key's
-    first request index (or its sentinel)."""
-    count = len(keys)
-    if per_layer:
-        layer_sizes = np.bincount(layer_of, minlength=num_layers).astype(np.int64)
-        by_layer = np.argsort(layer_of, kind="stable")
-        stream_index = np.empty(count, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(layer_sizes)[:-1]])
-        stream_index[by_layer] = np.arange(count, dtype=np.int64) - np.repeat(starts, layer_sizes)
-        stream_length_of_key = np.repeat(layer_sizes, num_keys // num_layers)
-    else:
-        stream_index = np.arange(count, dtype=np.int64)
-        stream_length_of_key = np.full(num_keys, count, dtype=np.int64)
-    never = stream_length_of_key + 1 + np.arange(num_keys, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    next_pos = never[keys].copy()
-    same = sorted_keys[1:] == sorted_keys[:-1]
-    next_pos[order[:-1][same]] = stream_index[order[1:][same]]
-    first_pos = never.copy()
-    first = np.ones(count, dtype=bool)
-    first[1:] = ~same
-    first_pos[sorted_keys[first]] = stream_index[order[first]]
-    return stream_index, next_pos, first_pos
-
-
 def _releases(inputs: SimInputs, num_layers: int, num_experts: int):
     """Activation releases indexed by (step, layer of the key): offsets [S*L+1], keys, counts."""
     num_steps = inputs.num_steps
@@ -161,12 +133,7 @@ def _pack(inputs: SimInputs):
     policy_codes, predictor_codes, miss_codes = _codes()
     eviction, host_eviction, predictor, miss, segment = _check(inputs)
     num_steps, num_layers, num_experts = inputs.num_steps, inputs.num_layers, inputs.num_experts
-    num_keys = num_layers * num_experts
     per_layer = inputs.cache.layout == "per_layer"
-    offsets = np.asarray(inputs.demand_offsets, dtype=np.int64)
-    ids = np.asarray(inputs.demand_ids, dtype=np.int64)
-    layer_of = np.repeat(np.tile(np.arange(num_layers, dtype=np.int64), num_steps), np.diff(offsets))
-    keys = layer_of * num_experts + ids
 
     params = np.zeros(k.NUM_PARAMS, dtype=np.int64)
     params[k.P_STEPS] = num_steps
@@ -199,26 +166,25 @@ def _pack(inputs: SimInputs):
         else:
             fparams[k.F_BW + index] = 1.0
 
-    if eviction == "belady":
-        stream_index, next_pos, first_pos = _stream_positions(keys, layer_of, num_layers, num_keys, per_layer)
-    else:
-        stream_index = next_pos = np.zeros(len(keys), dtype=np.int64)
-        first_pos = np.zeros(num_keys, dtype=np.int64)
     if inputs.predicted_offsets is not None:
-        predicted_offsets = np.asarray(inputs.predicted_offsets, dtype=np.int64)
-        predicted_ids = np.asarray(inputs.predicted_ids, dtype=np.int64)
+        predicted_offsets = np.ascontiguousarray(inputs.predicted_offsets, dtype=np.int64)
+        predicted_ids = np.ascontiguousarray(inputs.predicted_ids, dtype=np.int16)
     else:
-        predicted_offsets, predicted_ids = np.zeros(num_steps * num_layers + 1, np.int64), np.zeros(0, np.int64)
-    release_offsets, release_keys, release_counts = _releases(inputs, num_layers, num_experts)
+        predicted_offsets, predicted_ids = np.zeros(num_steps * num_layers + 1, np.int64), np.zeros(0, np.int16)
+    if eviction == "activation":
+        release_offsets, release_keys, release_counts = _releases(inputs, num_layers, num_experts)
+    else:
+        release_offsets, release_keys, release_counts = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
 
-    def f64(array):
-        return np.ascontiguousarray(array, dtype=np.float64).ravel()
+    def as_(array, dtype):  # the kernel's fixed dtypes; SimInputs already has them (no copy)
+        return np.ascontiguousarray(array, dtype=dtype).ravel()
 
-    return (params, fparams, offsets, keys, ids, np.asarray(inputs.demand_tokens, dtype=np.int64),
-            f64(inputs.dense_s), f64(inputs.head_s), f64(inputs.expert_gpu_s), f64(inputs.expert_cpu_s),
-            np.asarray(inputs.activation_bytes, dtype=np.int64), predicted_offsets, predicted_ids,
-            np.asarray(inputs.cache.preload_keys, dtype=np.int64), np.asarray(inputs.host.preload_keys, dtype=np.int64),
-            stream_index, next_pos, first_pos, release_offsets, release_keys, release_counts)
+    return (params, fparams, as_(inputs.demand_offsets, np.int64), as_(inputs.demand_ids, np.int16),
+            as_(inputs.demand_tokens, np.int32), as_(inputs.dense_s, np.float64), as_(inputs.head_s, np.float64),
+            as_(inputs.expert_gpu_s, np.float64), as_(inputs.expert_cpu_s, np.float64),
+            as_(inputs.activation_bytes, np.int64), predicted_offsets, predicted_ids,
+            as_(inputs.cache.preload_keys, np.int64), as_(inputs.host.preload_keys, np.int64),
+            release_offsets, release_keys, release_counts)
 
 
 def run_fast(inputs: SimInputs) -> Result:
