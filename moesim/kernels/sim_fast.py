@@ -298,7 +298,7 @@ def insert(node, cache, heap, c, n, in_flight):
         _join(node, cache, heap, c, n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def landed(node, cache, heap, c, n):
     """The transfer bringing ``n`` into cache ``c`` is complete: it becomes evictable."""
     node[N_INFL, n] = 0
@@ -391,7 +391,7 @@ def victim(node, cache, heap, scratch, c, stamp, predicted):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def room_for(node, cache, heap, scratch, c, stamp, predicted):
     """``Tier.can_take``: -2 if a slot is free, the victim to evict if one can be freed, else -1."""
     if cache[C_SIZE, c] < cache[C_CAP, c]:
@@ -428,7 +428,7 @@ def served(node, cache, heap, c, n, tokens, next_use):
         refresh(node, cache, heap, c, n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def bypassed(node, cache, heap, c, n, tokens, next_use):
     """The request just begun was served around cache ``c`` (CPU, staging): it still counts for the
     counting and future-reading policies; recency and insertion order concern residents only."""
