@@ -1,7 +1,7 @@
 """The simulator's Numba fast path: the DES timeline (:mod:`moesim.sim.des`) computed in one pass.
 
-:func:`run_fast` packs a :class:`~moesim.sim.inputs.SimInputs` into arrays (policy, predictor and
-miss names to codes; the request stream each cache's future-reading policy needs), runs
+:func:`run_fast` checks a :class:`~moesim.sim.inputs.SimInputs` as the DES does, packs it into
+arrays (policy, predictor and miss names to the kernel's codes), runs
 :func:`moesim.kernels.sim_fast.simulate` and builds the same :class:`~moesim.sim.result.Result` as
 the DES, with engine name ``"fast"``. :func:`unsupported` says what it cannot do; ``moesim.sim.run``
 falls back to the DES for those scenarios under ``engine = "auto"``.
@@ -27,8 +27,8 @@ from moesim.errors import ConfigError
 from moesim.sim.inputs import SimInputs
 from moesim.sim.result import Result, StepColumns, Totals, build_result
 
-_HOST_POLICIES = ("lru", "lfu", "fifo", "static")
-_MAX_REQUESTS = 2**31  # priorities pack request clocks into 32 bits
+_HOST_POLICIES = ("lru", "lfu", "fifo", "static")  # CPU memory's policies in the kernel
+_MAX_COUNT = 2**31  # priorities pack (count, request clock) into one int64, 32 bits each
 
 
 def _codes():
@@ -51,25 +51,28 @@ def unsupported(inputs: SimInputs) -> str | None:
     from moesim.policies.miss import MISS
     from moesim.policies.prefetch import PREFETCH
 
+    policy_codes, predictor_codes, miss_codes = _codes()
     reasons = []
     for link in (inputs.h2d, inputs.d2h, inputs.ssd):
         if link is not None and int(link.channels) != 1:
             reasons.append(f"link '{link.name}' with {link.channels} channels (processor sharing)")
     # The kernel's codes are fixed; a policy registered later has no array form.
     eviction = _canonical(EVICTION, inputs.cache.eviction)
-    if eviction in EVICTION and eviction not in ("lru", "lfu", "fifo", "belady", "sch", "static", "activation"):
+    if eviction in EVICTION and eviction not in policy_codes:
         reasons.append(f"eviction policy '{eviction}'")
     host_eviction = _canonical(EVICTION, inputs.host.eviction)
     if inputs.host.capacity_experts is not None and host_eviction in EVICTION and host_eviction not in _HOST_POLICIES:
         reasons.append(f"CPU-memory eviction policy '{host_eviction}'")
     predictor = _canonical(PREFETCH, inputs.prefetch.predictor)
-    if predictor in PREFETCH and predictor not in ("none", "oracle", "previous-token", "popularity", "trace"):
+    if predictor in PREFETCH and predictor not in predictor_codes:
         reasons.append(f"prefetch predictor '{predictor}'")
     miss = _canonical(MISS, inputs.miss)
-    if miss in MISS and miss not in ("fetch", "cpu", "best"):
+    if miss in MISS and miss not in miss_codes:
         reasons.append(f"miss policy '{miss}'")
-    if inputs.num_demands >= _MAX_REQUESTS:
-        reasons.append(f"{inputs.num_demands} expert requests (at most {_MAX_REQUESTS - 1})")
+    if inputs.num_demands >= _MAX_COUNT:
+        reasons.append(f"{inputs.num_demands} expert requests (at most {_MAX_COUNT - 1})")
+    elif eviction == "activation" and int(np.sum(inputs.demand_tokens, dtype=np.int64)) >= _MAX_COUNT:
+        reasons.append(f"activation-aware counts beyond {_MAX_COUNT - 1} tokens")
     return "; ".join(reasons) or None
 
 
