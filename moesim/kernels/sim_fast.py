@@ -477,6 +477,9 @@ F_COMBINE = 0
 F_BW = 1
 F_LAT = 4
 NUM_FPARAMS = 7
+# and, in the kernel's copy of them, the 'best' estimate's constant terms
+F_H2D_EXPERT_S = 7
+F_SSD_EXPERT_S = 8
 
 # links (np.int64, like every constant passed to a helper: numba compiles a helper again for
 # each literal argument value it is called with)
@@ -774,7 +777,7 @@ def _link_chunk_done(S, F, link, now):
         finished = -1
         if not _lheap_push(S, link, op):
             S[RUN, R_ERROR] = ERROR_OPS
-    nxt = _lheap_pop(S, link)
+    nxt = _lheap_pop(S, link) if S[row, L_HSIZE] > 0 else -1
     if nxt >= 0:
         _link_start(S, F, link, nxt, now)
     return finished
@@ -1037,16 +1040,13 @@ def _route(node, S, F, dem_i, dem_f, demand, key, now):
     policy = S[PARAMS, P_MISS]
     if policy != MISS_BEST:
         return policy
-    chunk = S[PARAMS, P_CHUNK_BYTES]
-    size = S[PARAMS, P_EXPERT_BYTES]
     duplex = S[PARAMS, P_DUPLEX] != 0
     ready = now
     in_host = S[PARAMS, P_HOST_CAPACITY] < 0 or _host_resident(node, S[PARAMS, P_LAYERS] * S[PARAMS, P_EXPERTS], key)
     if not in_host:
-        ssd_bw, ssd_lat = F[FPARAMS, F_BW + LINK_SSD], F[FPARAMS, F_LAT + LINK_SSD]
-        ready = max(now, F[RUNF, R_H_SSD]) + _estimate_s(ssd_bw, ssd_lat, size, chunk)
+        ready = max(now, F[RUNF, R_H_SSD]) + F[FPARAMS, F_SSD_EXPERT_S]
     h2d_bw, h2d_lat = F[FPARAMS, F_BW + LINK_H2D], F[FPARAMS, F_LAT + LINK_H2D]
-    fetch_arrival = max(ready, F[RUNF, R_H_H2D]) + _estimate_s(h2d_bw, h2d_lat, size, chunk)
+    fetch_arrival = max(ready, F[RUNF, R_H_H2D]) + F[FPARAMS, F_H2D_EXPERT_S]
     fetch_done = fetch_arrival + dem_f[DF_GPU, demand]
     act = dem_i[DI_ACT, demand]
     act_link = LINK_D2H if duplex else LINK_H2D
@@ -1292,6 +1292,7 @@ def _run_steps(node, cache, heap, scratch, S, F, dem_i, dem_f, demand_offsets, d
     num_layers = S[PARAMS, P_LAYERS]
     per_layer = S[PARAMS, P_PER_LAYER] != 0
     predictor = S[PARAMS, P_PREDICTOR]
+    no_host = S[PARAMS, P_HOST_CAPACITY] < 0
     combine_s = F[FPARAMS, F_COMBINE]
     now = 0.0
     for step in range(num_steps):
@@ -1361,7 +1362,10 @@ def _run_steps(node, cache, heap, scratch, S, F, dem_i, dem_f, demand_offsets, d
                     num_spawned = _issue_prefetches(node, cache, heap, scratch, S, F, dem_i, first_pos, proposal,
                                                     target_layer, count, stamp, spawn, num_spawned, now)
             for i in range(num_spawned):
-                _start_op(node, cache, heap, scratch, S, F, dem_i, spawn[i], now)
+                if no_host:
+                    _continue(S, F, dem_i, spawn[i], now)
+                else:
+                    _start_op(node, cache, heap, scratch, S, F, dem_i, spawn[i], now)
             if S[RUN, R_PENDING] > 0:
                 _run_events(node, cache, heap, S, F, dem_i, dem_f, now, _UNTIL_LAYER_DONE)
             if S[RUN, R_ERROR] != 0:
@@ -1507,6 +1511,9 @@ def simulate(params, fparams, demand_offsets, demand_ids, demand_tokens, dense_s
         S[RUN, R_BASE + max_ops + i] = max_ops - 1 - i
     F = np.zeros((NUM_F_ROWS, max(max_ops, NUM_FPARAMS, 16)), dtype=np.float64)
     F[FPARAMS, :NUM_FPARAMS] = fparams
+    size, chunk = params[P_EXPERT_BYTES], params[P_CHUNK_BYTES]
+    F[FPARAMS, F_H2D_EXPERT_S] = _estimate_s(fparams[F_BW + LINK_H2D], fparams[F_LAT + LINK_H2D], size, chunk)
+    F[FPARAMS, F_SSD_EXPERT_S] = _estimate_s(fparams[F_BW + LINK_SSD], fparams[F_LAT + LINK_SSD], size, chunk)
     for link in range(3):
         S[LINK_ROW + link, L_BUSY] = -1
         S[LINK_ROW + link, L_SLOTS] = heap_slots
