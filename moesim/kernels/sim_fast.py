@@ -17,10 +17,13 @@ Ties are resolved as SimPy resolves them where one event causes the other (a lin
 ``t`` serves its queue before work started by anything that link's completion set off; a transfer
 ending at a decision time has landed by then). Two independent events at exactly the same instant
 (a measure-zero coincidence of real-valued costs) are taken in a fixed order (links h2d, d2h, ssd,
-then the CPU), which SimPy may not share. The one degenerate case where that shows: transfers that
+then the CPU), which SimPy may not share. The degenerate cases where that shows: transfers that
 take no time (bandwidth so high that ``t + bytes / bandwidth == t``) *and* no compute between two
 decisions, so a prefetch lands at the instant its expert is looked up: the fast path counts a hit,
-SimPy's event sequence may say late.
+SimPy's event sequence may say late; and CPU expert work that takes no time, so on a symmetric
+duplex link a result starts back to the GPU at the very instant the next same-sized activation
+transfer ends, and whether a waiting prefetch or that result gets the h2d link is SimPy's event
+order. Real costs are positive, so neither arises from a scenario.
 
 Entry point: :func:`simulate` (arrays and scalars in, arrays out); the wrapper is
 :func:`moesim.sim.fast.run_fast`, the plain-Python twin is the DES itself. The kernel is one module
