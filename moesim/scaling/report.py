@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,12 @@ def _granularity(directory: Path, rows: list[dict[str, Any]], document: dict[str
     axes[0].set_ylabel("decode tokens/s (star: best g)")
     tokens_png = _save(plt, fig, directory / "granularity_tokens.png")
     lines += ["## Where finer stops paying", "", f"![tokens/s against granularity]({tokens_png})", ""]
+    def _label_value(label: str) -> Fraction:  # granularity labels such as "1/2", "1", "8"
+        try:
+            return Fraction(label)
+        except (ValueError, ZeroDivisionError):
+            return Fraction(0)
+
     best_rows = []
     for best in document.get("best_granularity", []):
         by_g = best.get("tokens_per_s_by_granularity", {})
@@ -202,7 +209,7 @@ def _granularity(directory: Path, rows: list[dict[str, Any]], document: dict[str
                 _num(best["tokens_per_s_per_gbps"]),
                 _pct(best["hit_rate"]),
                 "yes" if best["turns"] else "no (still rising)",
-                " / ".join(f"{g}: {v:.1f}" for g, v in by_g.items()),
+                " / ".join(f"{g}: {v:.1f}" for g, v in sorted(by_g.items(), key=lambda item: _label_value(item[0]))),
             ]
         )
     lines += [
