@@ -30,3 +30,12 @@ def test_main_command_runs_a_shipped_scenario():
     scenario = re.search(r"moesim run (\S+)", main).group(1)
     assert (REPO / scenario).is_file()
     assert "pip install ." in main
+
+
+def test_every_file_the_readme_links_exists():
+    """Images and relative links (``![..](path)``, ``[..](path)``) name files in the repository."""
+    text = (REPO / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    assert any(t.endswith(".png") for t in targets)
+    missing = [t for t in targets if not (REPO / t.split("#")[0]).exists()]
+    assert not missing, missing
