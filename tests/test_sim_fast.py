@@ -307,3 +307,22 @@ def test_invalid_settings_fail_as_in_the_des(changes):
     with pytest.raises(ConfigError) as fast_error:
         run_fast(inputs)
     assert str(fast_error.value) == str(des_error.value)
+
+
+def test_auto_falls_back_to_the_des_and_says_why(gpt_oss):
+    """engine = "auto" on a scenario the fast path lacks runs the DES, records the reason and prints it."""
+    from moesim.report.run_summary import format_run
+    from moesim.scenario import scenario_from_dict
+    from moesim.sim import run
+
+    raw = {"model": {"preset": "gpt-oss-20b", "expert_format": "bf16"},
+           "hardware": {"preset": "rtx4090-pcie4", "h2d": {"channels": 2}},
+           "trace": {"path": str(GPT_OSS), "max_sequences": 1}, "workload": {"max_steps": 8}}
+    result = run(gpt_oss, scenario_from_dict(raw), engine="auto")
+    assert result.engine == "des"
+    assert "'h2d' with 2 channels" in result.scenario["engine_fallback"]
+    assert "engine des (the fast path does not support link 'h2d' with 2 channels" in format_run(
+        result.summary, result.scenario)
+    del raw["hardware"]["h2d"]
+    result = run(gpt_oss, scenario_from_dict(raw), engine="auto")
+    assert result.engine == "fast" and "engine_fallback" not in result.scenario

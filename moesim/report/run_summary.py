@@ -41,6 +41,8 @@ def format_run(summary: dict[str, Any], scenario: dict[str, Any], *, wall_s: flo
         + ("all experts" if memory.get("host_slots") is None else f"{memory.get('host_slots')} (rest on SSD)")
     )
     engine = summary.get("engine")
+    if scenario.get("engine_fallback"):
+        engine = f"{engine} (the fast path does not support {scenario['engine_fallback']})"
     lines.append(
         f"workload  {summary['num_steps']} steps, batch {work.get('batch_size')}: {summary['decode_tokens']} decode"
         f" + {summary['prefill_tokens']} prefill tokens; engine {engine}"

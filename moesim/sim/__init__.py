@@ -28,6 +28,7 @@ def run(trace, scenario, engine: str | None = None) -> Result:
     if choice not in ENGINES:
         raise ConfigError(f"engine: expected one of {', '.join(ENGINES)}, got {choice!r}")
     inputs, memory = build_inputs(trace, scenario)
+    reason = None
     if choice in ("fast", "auto"):
         try:
             from moesim.sim.fast import run_fast, unsupported
@@ -45,5 +46,7 @@ def run(trace, scenario, engine: str | None = None) -> Result:
     resolved = scenario.to_dict()
     resolved["memory"] = memory.as_dict()
     resolved["engine_used"] = result.engine
+    if reason is not None:  # auto fell back to the SimPy engine: say why (it is slower)
+        resolved["engine_fallback"] = reason
     return Result(steps=result.steps, layers=result.layers, summary=result.summary, engine=result.engine,
                   scenario=resolved)
