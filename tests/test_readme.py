@@ -23,6 +23,10 @@ def test_ci_runs_the_readme_commands():
     tests = _command("test-command")
     assert "pytest" in tests and "pip install" in tests and ".[test" in tests
     assert "torch==2.13.0" in tests  # the CPU build from local disk, never a CUDA download
+    # .ci/run spells both commands out and runs them as written (the main job in its own venv)
+    assert f'TEST_COMMAND="{tests}"' in ci and f"\n{tests} </dev/null || exit 1" in ci
+    main = _command("main-command")
+    assert f'MAIN_COMMAND="{main}"' in ci and f"\n{main.replace('.venv', '.venv-main')} </dev/null || exit 1" in ci
 
 
 def test_main_command_runs_a_shipped_scenario():
